@@ -1,0 +1,26 @@
+"""pyqinfer.reference: the pure-Python golden model of docs/semantics.md.
+
+Every C++ kernel is tested bit for bit against these functions. Written for
+clarity: exact integers (Python ints or int64 where provably safe) and IEEE
+float32 numpy arithmetic exactly where the contract says float32.
+"""
+from .accum import accumulate, accumulator_bound, can_overflow
+from .arith import (INT32_MAX, INT32_MIN, mbqm_double, mbqm_single, quantize_multiplier,
+                    rhaz, rne, rounding_divide_by_pot, srdhm, wrap32)
+from .dtypes import dtype_range
+from .ops import MatMulInteger, QLinearMatMul, matmul_integer, qlinear_matmul
+from .quant import QUANTIZE_RULES, dequantize_linear, pack_int4, quantize_linear, unpack_int4
+from .requant import (MODES, Fp32Requant, PotRequant, Q31Requant, Q31SingleRequant,
+                      RequantParams, activation_bounds, derive_requant, effective_scale_f32,
+                      effective_scale_f64, requantize)
+
+__all__ = [
+    "MODES", "RequantParams", "derive_requant", "requantize", "activation_bounds",
+    "effective_scale_f32", "effective_scale_f64",
+    "Fp32Requant", "Q31Requant", "Q31SingleRequant", "PotRequant",
+    "matmul_integer", "qlinear_matmul", "MatMulInteger", "QLinearMatMul", "accumulate",
+    "accumulator_bound", "can_overflow",
+    "quantize_linear", "dequantize_linear", "QUANTIZE_RULES", "pack_int4", "unpack_int4",
+    "wrap32", "rne", "rhaz", "srdhm", "rounding_divide_by_pot", "quantize_multiplier",
+    "mbqm_double", "mbqm_single", "INT32_MIN", "INT32_MAX", "dtype_range",
+]

@@ -596,3 +596,40 @@ def test_ort_matmul_integer(a_dt, b_dt, M, K, N, per_column_zp):
                     [("a_zero_point", za), ("b_zero_point", zb)], np.int32, (M, N))
     got = sess.run(None, {"a": a, "b": b})[0]
     np.testing.assert_array_equal(got, R.matmul_integer(a, b, za, zb))
+
+
+@pytest.mark.parametrize("a_dt", [np.uint8, np.int8])
+def test_ort_qlinear_matmul_fp32_where_alternatives_differ(a_dt):
+    """Accumulators chosen where fp32 mode differs from the near-miss alternatives
+    (the product in float64, as the ONNX reference evaluator does, or S in double):
+    random inputs almost never hit them, so ORT could agree with either by chance."""
+    qmin, qmax = np.iinfo(a_dt).min, np.iinfo(a_dt).max
+    w = qmax  # b column [1, w]: acc = a0 + w * a1 covers a contiguous range
+    acc_all = np.arange(qmin + w * qmin, qmax + w * qmax + 1)
+    a1_all = np.clip(np.floor_divide(acc_all - qmin, w), qmin, qmax)
+    a0_all = acc_all - w * a1_all
+    ok = (a0_all >= qmin) & (a0_all <= qmax)
+    acc_all, a0_all, a1_all = acc_all[ok], a0_all[ok], a1_all[ok]
+    rng = np.random.default_rng(7)
+    picked, sa, sb, sy = [], np.float32(1), np.float32(1), np.float32(1)
+    for _ in range(200):
+        sa, sb = np.float32(rng.uniform(0.5, 2)), np.float32(rng.uniform(0.5, 2))
+        sy = np.float32(float(sa) * float(sb) * np.abs(acc_all).max() / (qmax - 1) * rng.uniform(1, 1.5))
+        S = (sa * sb) / sy
+        y32 = np.rint(acc_all.astype(np.float32) * S)
+        y64 = np.rint(acc_all * np.float64(S))  # onnx_ref: f64(acc) * f64(S_f32)
+        yd = np.rint(acc_all * (float(sa) * float(sb) / float(sy)))  # S in double
+        picked = np.flatnonzero((y32 != y64) | (y32 != yd))
+        if (y32 != y64).any() and (y32 != yd).any():
+            break
+    assert (y32 != y64).any() and (y32 != yd).any()
+    acc = acc_all[picked]
+    a = np.stack([a0_all[picked], a1_all[picked]], axis=1).astype(a_dt)
+    b = np.array([[1], [w]], dtype=a_dt)
+    z = a_dt(0)
+    assert np.array_equal(R.matmul_integer(a, b, z, z)[:, 0], acc)
+    sess = _session("QLinearMatMul", [("a", a)],
+                    [("a_scale", sa), ("a_zero_point", z), ("b", b), ("b_scale", sb),
+                     ("b_zero_point", z), ("y_scale", sy), ("y_zero_point", z)], a_dt, (len(acc), 1))
+    got = sess.run(None, {"a": a})[0]
+    np.testing.assert_array_equal(got, R.qlinear_matmul(a, sa, z, b, sb, z, sy, z, mode="fp32"))

@@ -1,0 +1,184 @@
+#include "common/threadpool.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace pyq {
+namespace {
+
+thread_local bool t_inside_pool_task = false;
+
+class Pool {
+ public:
+  ~Pool() { stop_workers(); }
+
+  int size() {
+    std::lock_guard<std::mutex> g(run_mu_);
+    return nthreads_;
+  }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> g(run_mu_);
+    if (n == nthreads_) return;
+    stop_workers();
+    nthreads_ = n;
+    start_workers();
+  }
+
+  void run(int ntasks, int max_threads, const std::function<void(int)>& fn) {
+    if (ntasks <= 0) return;
+    if (t_inside_pool_task || max_threads <= 1 || ntasks == 1) {
+      run_serial(ntasks, fn);
+      return;
+    }
+    std::lock_guard<std::mutex> g(run_mu_);
+    const int helpers = std::min(std::min(nthreads_, max_threads), ntasks) - 1;
+    if (helpers <= 0) {
+      run_serial(ntasks, fn);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn_ = &fn;
+      ntasks_ = ntasks;
+      next_.store(0);
+      active_helpers_ = helpers;
+      pending_.store(helpers);
+      ++generation_;
+    }
+    cv_.notify_all();
+    work();
+    // Wait for the helpers: spin briefly (short GEMMs), then block.
+    auto t0 = std::chrono::steady_clock::now();
+    while (pending_.load(std::memory_order_acquire) != 0) {
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200)) {
+        std::unique_lock<std::mutex> lk(mu_);
+        done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+        break;
+      }
+    }
+    fn_ = nullptr;
+  }
+
+ private:
+  static void run_serial(int ntasks, const std::function<void(int)>& fn) {
+    const bool prev = t_inside_pool_task;
+    t_inside_pool_task = true;
+    for (int t = 0; t < ntasks; ++t) fn(t);
+    t_inside_pool_task = prev;
+  }
+
+  void work() {
+    const bool prev = t_inside_pool_task;
+    t_inside_pool_task = true;
+    for (;;) {
+      int t = next_.fetch_add(1);
+      if (t >= ntasks_) break;
+      (*fn_)(t);
+    }
+    t_inside_pool_task = prev;
+  }
+
+  void worker_loop(int index, uint64_t seen) {
+    for (;;) {
+      // Spin for a short while before sleeping, so back-to-back kernel calls
+      // do not pay a futex wake-up each time.
+      auto t0 = std::chrono::steady_clock::now();
+      while (gen_atomic() == seen && !stop_.load(std::memory_order_relaxed)) {
+        if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(100)) break;
+      }
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return generation_ != seen || stop_.load(); });
+        if (stop_.load()) return;
+        seen = generation_.load();
+        if (index >= active_helpers_) continue;
+      }
+      work();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lk(mu_);
+        done_cv_.notify_all();
+      }
+    }
+  }
+
+  uint64_t gen_atomic() const { return generation_.load(std::memory_order_acquire); }
+
+  void start_workers() {
+    stop_.store(false);
+    // A new worker must not mistake the last finished region for a new one.
+    const uint64_t current = generation_.load();
+    for (int i = 0; i + 1 < nthreads_; ++i) workers_.emplace_back([this, i, current] { worker_loop(i, current); });
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_.store(true);
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::mutex run_mu_;  // one parallel region at a time
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> generation_{0};  // written under mu_, read lock-free while spinning
+  int nthreads_ = 1;
+  int active_helpers_ = 0;
+  const std::function<void(int)>* fn_ = nullptr;
+  int ntasks_ = 0;
+  std::atomic<int> next_{0};
+  std::atomic<int> pending_{0};
+};
+
+Pool& pool() {
+  static Pool* p = [] {
+    auto* q = new Pool();  // leaked on purpose: no joins during interpreter teardown
+    q->resize(default_num_threads());
+    return q;
+  }();
+  return *p;
+}
+
+}  // namespace
+
+int default_num_threads() {
+  if (const char* env = std::getenv("PYQINFER_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+int get_num_threads() { return pool().size(); }
+
+void set_num_threads(int n) { pool().resize(n <= 0 ? default_num_threads() : n); }
+
+void parallel_for(int ntasks, int max_threads, const std::function<void(int)>& fn) {
+  pool().run(ntasks, max_threads, fn);
+}
+
+}  // namespace pyq

@@ -52,13 +52,13 @@ class Pool {
       std::lock_guard<std::mutex> lk(mu_);
       fn_ = &fn;
       ntasks_ = ntasks;
-      next_.store(0);
       active_helpers_ = helpers;
+      participants_ = helpers + 1;
       pending_.store(helpers);
       ++generation_;
     }
     cv_.notify_all();
-    work();
+    work(0);
     // Wait for the helpers: spin briefly (short GEMMs), then block.
     auto t0 = std::chrono::steady_clock::now();
     while (pending_.load(std::memory_order_acquire) != 0) {
@@ -79,14 +79,13 @@ class Pool {
     t_inside_pool_task = prev;
   }
 
-  void work() {
+  // Static round-robin: participant i (0 = the caller) always gets tasks i,
+  // i+P, ... so the same thread touches the same weights call after call and
+  // finds them in its own core's caches (and CCD's L3 on EPYC).
+  void work(int participant) {
     const bool prev = t_inside_pool_task;
     t_inside_pool_task = true;
-    for (;;) {
-      int t = next_.fetch_add(1);
-      if (t >= ntasks_) break;
-      (*fn_)(t);
-    }
+    for (int t = participant; t < ntasks_; t += participants_) (*fn_)(t);
     t_inside_pool_task = prev;
   }
 
@@ -105,7 +104,7 @@ class Pool {
         seen = generation_.load();
         if (index >= active_helpers_) continue;
       }
-      work();
+      work(index + 1);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lk(mu_);
         done_cv_.notify_all();
@@ -142,7 +141,7 @@ class Pool {
   int active_helpers_ = 0;
   const std::function<void(int)>* fn_ = nullptr;
   int ntasks_ = 0;
-  std::atomic<int> next_{0};
+  int participants_ = 1;
   std::atomic<int> pending_{0};
 };
 

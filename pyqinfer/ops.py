@@ -92,9 +92,10 @@ def activation_bounds(clip, y_scale, y_zero_point, dtype):
             raise ValueError(f"clip must be None, 'relu', 'relu6' or (lo, hi), got {clip!r}")
         lo, hi = max(qmin, y_zero_point), qmax
         if clip == "relu6":
-            six = np.float32(6.0) / np.float32(y_scale)
-            hi = min(qmax, y_zero_point + int(np.rint(six)))
-            hi = max(hi, lo)
+            with np.errstate(over="ignore"):
+                six = np.float32(6.0) / np.float32(y_scale)  # float32 division, as the contract says
+            if np.isfinite(six):
+                hi = min(qmax, y_zero_point + int(np.rint(six)))
         return lo, hi
     try:
         lo, hi = (int(v) for v in clip)

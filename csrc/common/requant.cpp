@@ -61,6 +61,11 @@ RequantParams derive_requant(RequantMode mode, float x_scale, const float* w_sca
     for (int64_t c = 0; c < n_channels; ++c) {
       const float xw = x_scale * ws(c);
       p.scale[c] = xw / y_scale;
+      if (!std::isfinite(p.scale[c])) {
+        std::ostringstream msg;
+        msg << "effective scale s_x*s_w/s_y of channel " << c << " overflows float32";
+        throw std::invalid_argument(msg.str());
+      }
     }
   }
   if (mode == RequantMode::kPot) {

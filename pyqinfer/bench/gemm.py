@@ -1,0 +1,305 @@
+"""The GEMM benchmark: pyqinfer against ONNX Runtime and numpy, in one process.
+
+For each shape (M, K, N) and thread count every engine is timed interleaved
+(:mod:`pyqinfer.bench.timing`) on the same inputs:
+
+==============  ===============================================================
+engine          what runs
+==============  ===============================================================
+pyq_u8s8_i32    ``ops.matmul_integer`` uint8 A, int8 B packed once -> int32
+pyq_u8s8_q8     ``ops.qlinear_matmul(mode="fp32")`` requantized to uint8
+pyq_s8s8_i32    as pyq_u8s8_i32 with int8 activations
+pyq_s8s8_q8     as pyq_u8s8_q8 with int8 activations and int8 output
+ort_u8s8_i32    ONNX Runtime MatMulInteger, B a constant initializer (pre-packed)
+ort_s8s8_i32    the same with int8 activations
+ort_u8s8_q8     ONNX Runtime QLinearMatMul u8s8 -> uint8, all but A constant
+numpy_f32       ``a @ b`` in float32 (numpy's BLAS)
+==============  ===============================================================
+
+GOP/s = 2*M*N*K / median seconds. Ratios compare pyqinfer with ORT u8s8
+MatMulInteger (int32 with int32, uint8 with QLinearMatMul's uint8); the
+``exact_*`` fields say whether pyqinfer's output equals ORT's bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+
+import numpy as np
+
+from .. import __version__, _core, get_num_threads, ops, set_num_threads
+from . import ort as _ort
+from .peak import available_cores, measure_peak, peak_for_threads
+from .timing import time_interleaved
+
+#: The full shape set (M, K, N): batch-1 GEMV, small batch, square, and the N=K=4096 GEMV.
+DEFAULT_SHAPES = [(1, 1024, 1024), (64, 1024, 1024), (512, 512, 512), (1024, 1024, 1024),
+                  (2048, 2048, 2048), (1, 4096, 4096)]
+#: ``--quick``: the README's main job; well under 30 s on 2 cores.
+QUICK_SHAPES = [(1, 1024, 1024), (64, 1024, 1024), (1024, 1024, 1024)]
+
+ENGINES = ("pyq_u8s8_i32", "pyq_u8s8_q8", "pyq_s8s8_i32", "pyq_s8s8_q8",
+           "ort_u8s8_i32", "ort_s8s8_i32", "ort_u8s8_q8", "numpy_f32")
+INT8_ENGINES = ENGINES[:-1]
+
+# zero points and scales of the synthetic layer (realistic, nonzero activation zero points)
+ZA_U8, ZA_S8, ZB = 128, -3, 0
+A_SCALE, B_SCALE = 0.02, 0.01
+
+
+def parse_shapes(text):
+    """``"1x1024x1024,512x512x512"`` -> ``[(1, 1024, 1024), (512, 512, 512)]`` (M x K x N)."""
+    shapes = []
+    for item in str(text).split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        parts = item.split("x")
+        if len(parts) == 1 and parts[0].isdigit():  # "512" = 512^3
+            parts = parts * 3
+        try:
+            m, k, n = (int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"bad shape {item!r}: expected MxKxN, e.g. 1x1024x1024") from None
+        if min(m, k, n) <= 0:
+            raise ValueError(f"bad shape {item!r}: M, K and N must be > 0")
+        shapes.append((m, k, n))
+    if not shapes:
+        raise ValueError("no shapes given")
+    return shapes
+
+
+def _numpy_threads():
+    """(context manager factory or None, description) for limiting numpy's BLAS threads."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        env = [f"{v}={os.environ[v]}" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                 "MKL_NUM_THREADS") if v in os.environ]
+        desc = ("numpy uses its own BLAS thread count (threadpoolctl not installed"
+                + (f"; {', '.join(env)}" if env else f"; default: up to {available_cores()}") + ")")
+        return None, desc
+    return (lambda n: threadpool_limits(limits=n, user_api="blas")), \
+        "numpy BLAS threads limited to the thread count (threadpoolctl)"
+
+
+def environment(peak=None):
+    """Facts about this run: versions, CPU, kernel, peak."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    feats = dict(_core.cpu_features())
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "pyqinfer": __version__,
+        "cpu": cpu,
+        "cores": available_cores(),
+        "cpu_features": [k for k, v in feats.items() if v],
+        "kernel": _core.gemm_kernel_name(),
+        "kernel_path": _core.get_kernel_path(),
+        "onnxruntime": _ort.version(),
+        "numpy": np.__version__,
+        "numpy_threads": _numpy_threads()[1],
+        "python": platform.python_version(),
+        "peak": peak,
+        "loadavg_1min": _loadavg(),
+    }
+
+
+class _Case:
+    """Inputs and engine callables for one shape, reused across thread counts."""
+
+    def __init__(self, M, K, N, seed=0):
+        rng = np.random.default_rng([M, K, N, seed])
+        self.shape = (M, K, N)
+        self.a_u8 = rng.integers(0, 256, (M, K), dtype=np.uint8)
+        self.a_s8 = rng.integers(-128, 128, (M, K), dtype=np.int8)
+        self.b = rng.integers(-128, 128, (K, N), dtype=np.int8)
+        self.w = ops.pack_weights(self.b, np.int8(ZB))
+        self.a_f32 = self.a_u8.astype(np.float32)
+        self.b_f32 = self.b.astype(np.float32)
+        # |acc| has std ~ 74^2 sqrt(K); aim the requantized output at a std of ~40 levels
+        eff = 40.0 / (74.0 * 74.0 * np.sqrt(K))
+        self.y_scale = np.float32(A_SCALE * B_SCALE / eff)
+
+    def engines(self, threads, with_ort=True):
+        a_u8, a_s8, w, sy = self.a_u8, self.a_s8, self.w, self.y_scale
+        zy_u8, zy_s8 = np.uint8(128), np.int8(0)
+        fns = {
+            "pyq_u8s8_i32": lambda: ops.matmul_integer(a_u8, w, ZA_U8),
+            "pyq_u8s8_q8": lambda: ops.qlinear_matmul(a_u8, A_SCALE, ZA_U8, w, B_SCALE, ZB, sy,
+                                                      zy_u8, mode="fp32"),
+            "pyq_s8s8_i32": lambda: ops.matmul_integer(a_s8, w, ZA_S8),
+            "pyq_s8s8_q8": lambda: ops.qlinear_matmul(a_s8, A_SCALE, ZA_S8, w, B_SCALE, ZB, sy,
+                                                      zy_s8, mode="fp32"),
+        }
+        if with_ort:
+            b = self.b
+            fns["ort_u8s8_i32"] = _ort.matmul_integer(a_u8, b, ZA_U8, np.int8(ZB), threads)
+            fns["ort_s8s8_i32"] = _ort.matmul_integer(a_s8, b, np.int8(ZA_S8), np.int8(ZB), threads)
+            fns["ort_u8s8_q8"] = _ort.qlinear_matmul(a_u8, A_SCALE, np.uint8(ZA_U8), b, B_SCALE,
+                                                     np.int8(ZB), sy, zy_u8, threads)
+        a_f, b_f = self.a_f32, self.b_f32
+        fns["numpy_f32"] = lambda: a_f @ b_f
+        return fns
+
+    def exact_int32(self, a, za):
+        """The exact int32 product via float64 BLAS (exact: |acc| < 2^53, no int32 wrap here)."""
+        return (a.astype(np.float64) - za) @ self.b.astype(np.float64)
+
+
+def _loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _equal(x, y):
+    return bool(x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y))
+
+
+def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=True):
+    """One record: every engine on ``case`` with ``threads`` threads."""
+    M, K, N = case.shape
+    fns = case.engines(threads, with_ort=with_ort)
+    limit_numpy, _ = _numpy_threads()
+    old = get_num_threads()
+    set_num_threads(threads)
+    try:
+        # correctness first (this is also a warm-up)
+        exact = {}
+        if with_ort:
+            outs = {name: fns[name]() for name in INT8_ENGINES}
+            exact = {
+                "exact_u8s8_i32": _equal(outs["pyq_u8s8_i32"], outs["ort_u8s8_i32"]),
+                "exact_s8s8_i32": _equal(outs["pyq_s8s8_i32"], outs["ort_s8s8_i32"]),
+                "exact_u8s8_q8": _equal(outs["pyq_u8s8_q8"], outs["ort_u8s8_q8"]),
+            }
+            if not (exact["exact_u8s8_i32"] and exact["exact_s8s8_i32"]):
+                # say who is right: the exact sum via float64
+                ref_u8 = case.exact_int32(case.a_u8, ZA_U8)
+                ref_s8 = case.exact_int32(case.a_s8, ZA_S8)
+                exact["pyq_equals_exact"] = bool(np.array_equal(outs["pyq_u8s8_i32"], ref_u8)
+                                                 and np.array_equal(outs["pyq_s8s8_i32"], ref_s8))
+                exact["ort_equals_exact"] = bool(np.array_equal(outs["ort_u8s8_i32"], ref_u8)
+                                                 and np.array_equal(outs["ort_s8s8_i32"], ref_s8))
+            del outs
+        # numpy runs on its own afterwards: OpenBLAS workers keep spinning after a call and
+        # would slow whichever engine runs next on a 2-core machine
+        np_fn = fns.pop("numpy_f32")
+        times = time_interleaved(fns, min_runs=min_runs, target_seconds=target_seconds)
+        with (limit_numpy(threads) if limit_numpy is not None else contextlib.nullcontext()):
+            times.update(time_interleaved({"numpy_f32": np_fn}, min_runs=min_runs,
+                                          target_seconds=target_seconds))
+    finally:
+        set_num_threads(old)
+    ops_count = 2.0 * M * N * K
+    gops = {n: ops_count / t["median"] / 1e9 for n, t in times.items()}
+    pk = peak_for_threads(peak, threads)
+    rec = {
+        "M": M, "K": K, "N": N, "threads": threads,
+        "gops": gops,
+        "seconds": {n: t["median"] for n, t in times.items()},
+        "runs": {n: t["runs"] for n, t in times.items()},
+        "peak_gops": pk,
+        "loadavg_1min": _loadavg(),
+        "frac_peak": {n: (gops[n] / pk if pk else None) for n in INT8_ENGINES if n in gops},
+    }
+    if with_ort:
+        ort_u8 = gops["ort_u8s8_i32"]
+        rec["ratio"] = {
+            "u8s8_i32": gops["pyq_u8s8_i32"] / ort_u8,
+            "s8s8_i32": gops["pyq_s8s8_i32"] / ort_u8,
+            "s8s8_vs_ort_s8s8": gops["pyq_s8s8_i32"] / gops["ort_s8s8_i32"],
+            "u8s8_q8": gops["pyq_u8s8_q8"] / gops["ort_u8s8_q8"],
+        }
+    rec.update(exact)
+    return rec
+
+
+def run_gemm_bench(shapes=None, threads=None, *, min_runs=5, target_seconds=0.3, peak=None,
+                   with_ort=None, progress=None):
+    """Run the benchmark; return a list of records (dicts), one per (threads, shape).
+
+    ``shapes``: list of (M, K, N), default :data:`DEFAULT_SHAPES`. ``threads``: list of
+    thread counts, default ``[1, cores]``. ``peak``: a :func:`measure_peak` result (measured
+    if None). ``with_ort``: default True if onnxruntime imports. ``progress``: an optional
+    callable taking each record as it is produced.
+    """
+    shapes = list(shapes or DEFAULT_SHAPES)
+    if threads is None:
+        threads = sorted({1, available_cores()})
+    if with_ort is None:
+        with_ort = _ort.available()
+    if peak is None:
+        peak = measure_peak()
+    cases = {}
+    records = []
+    for th in threads:
+        for shape in shapes:
+            case = cases.get(shape) or cases.setdefault(shape, _Case(*shape))
+            rec = bench_case(case, th, peak, min_runs=min_runs, target_seconds=target_seconds,
+                             with_ort=with_ort)
+            records.append(rec)
+            if progress:
+                progress(rec)
+    return records
+
+
+# ------------------------------------------------------------------------- formatting
+
+_COLUMNS = [  # (header, engine) for the GOP/s columns
+    ("u8s8", "pyq_u8s8_i32"), ("u8s8>u8", "pyq_u8s8_q8"), ("s8s8", "pyq_s8s8_i32"),
+    ("s8s8>s8", "pyq_s8s8_q8"), ("ORT u8s8", "ort_u8s8_i32"), ("ORT s8s8", "ort_s8s8_i32"),
+    ("ORT QLMM", "ort_u8s8_q8"), ("np f32", "numpy_f32"),
+]
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(records, markdown=False):
+    """A text (or Markdown) table of :func:`run_gemm_bench` records."""
+    head = ["M x K x N", "thr"] + [h for h, _ in _COLUMNS] + \
+        ["u8s8/ORT", "s8s8/ORT", "u8>u8/QLMM", "u8s8 %pk", "s8s8 %pk", "exact"]
+    rows = []
+    for r in records:
+        g, ratio, fp = r["gops"], r.get("ratio", {}), r["frac_peak"]
+        ex = [r.get(k) for k in ("exact_u8s8_i32", "exact_s8s8_i32", "exact_u8s8_q8")]
+        exact = "-" if ex[0] is None else ("yes" if all(ex) else
+                                           "NO(" + ",".join(n for n, e in zip(("u8", "s8", "q8"), ex)
+                                                            if not e) + ")")
+        rows.append([f"{r['M']}x{r['K']}x{r['N']}", str(r["threads"])]
+                    + [_fmt(g.get(e), ".1f") for _, e in _COLUMNS]
+                    + [_fmt(ratio.get("u8s8_i32"), ".2f"), _fmt(ratio.get("s8s8_i32"), ".2f"),
+                       _fmt(ratio.get("u8s8_q8"), ".2f"),
+                       _fmt(None if fp.get("pyq_u8s8_i32") is None else 100 * fp["pyq_u8s8_i32"], ".1f"),
+                       _fmt(None if fp.get("pyq_s8s8_i32") is None else 100 * fp["pyq_s8s8_i32"], ".1f"),
+                       exact])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 2) + [":-:"]) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    fmt_row = lambda row: "  ".join(c.rjust(w) for c, w in zip(row, widths))  # noqa: E731
+    return "\n".join([fmt_row(head), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
+
+
+LEGEND = """\
+GOP/s = 2*M*N*K / median time. u8s8/s8s8: pyqinfer ops.matmul_integer (int32 out), uint8/int8
+activations, int8 weights packed once; u8s8>u8, s8s8>s8: ops.qlinear_matmul mode=fp32 (8-bit out).
+np f32: numpy float32 a @ b, timed after (not interleaved with) the int8 engines.
+ORT u8s8/s8s8: onnxruntime MatMulInteger, weight a constant initializer; ORT QLMM: QLinearMatMul u8s8.
+u8s8/ORT and s8s8/ORT: pyqinfer int32 GOP/s over ORT u8s8 MatMulInteger; u8>u8/QLMM: uint8-out
+pyqinfer over ORT QLinearMatMul. %pk: of the measured VNNI peak x min(threads, cores).
+exact: pyqinfer int32 == ORT int32 (u8s8 and s8s8) and uint8 == QLinearMatMul, bit for bit."""

@@ -1,0 +1,334 @@
+"""The ``pyqinfer`` command line: ``selfcheck``, ``bench gemm`` and ``demo``.
+
+Every entry point is ``main(argv=None) -> int`` so tests can call it in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+EPILOG = """\
+examples:
+  pyqinfer selfcheck                         # bit-exactness of every kernel path (~seconds)
+  pyqinfer bench gemm --quick                # small shape set, 1 and all threads
+  pyqinfer bench gemm --threads 1,2          # the full shape set of docs/performance.md
+  pyqinfer bench gemm --shapes 1x4096x4096,1024 --threads 1 --json out.json
+  pyqinfer bench gemm --quick --json -       # JSON on stdout, no table
+  pyqinfer demo                              # selfcheck, then bench gemm --quick
+  python -m pyqinfer --help                  # the same without the console script
+
+environment: PYQINFER_NUM_THREADS (default thread count), PYQINFER_KERNEL_PATH
+(force a kernel path: scalar, avx2, avx512bw, avx512vnni, or auto).
+"""
+
+GEMM_EPILOG = """\
+shapes are MxKxN (A is [M,K], B is [K,N]); a single number S means SxSxS.
+default shapes: 1x1024x1024, 64x1024x1024, 512x512x512, 1024x1024x1024,
+2048x2048x2048, 1x4096x4096. --quick: 1x1024x1024, 64x1024x1024, 1024x1024x1024.
+
+Each engine is warmed up and timed interleaved with the others (blocks of calls,
+round-robin), until it has --repeats samples and --min-time seconds; the median is
+reported. GOP/s = 2*M*N*K / median seconds. Columns are explained under the table.
+
+examples:
+  pyqinfer bench gemm --threads 1,2
+  pyqinfer bench gemm --shapes 1x1024x1024,2048 --threads 1 --repeats 10
+  pyqinfer bench gemm --quick --json results.json
+  pyqinfer bench gemm --quick --kernel-path avx2    # time a slower kernel path
+"""
+
+
+# ------------------------------------------------------------------------- selfcheck
+
+SELFCHECK_SHAPES = [(1, 1, 1), (1, 16, 3), (5, 37, 19), (7, 64, 65), (13, 200, 70), (70, 300, 129)]
+DTYPE_PAIRS = [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)]
+
+
+def _pow2(x):
+    return np.float32(2.0 ** np.round(np.log2(x)))
+
+
+def _selfcheck_case(rng, a_dt, b_dt, M, K, N, per_channel, mode):
+    """Random operands for one check; pot mode gets power-of-two scales."""
+    from . import reference as R
+
+    ai, bi = np.iinfo(a_dt), np.iinfo(b_dt)
+    a = rng.integers(ai.min, ai.max + 1, (M, K)).astype(a_dt)
+    b = rng.integers(bi.min, bi.max + 1, (K, N)).astype(b_dt)
+    za = a_dt(rng.integers(ai.min, ai.max + 1))
+    zb = rng.integers(bi.min, bi.max + 1, N if per_channel else None)
+    zb = np.asarray(zb).astype(b_dt)
+    sa = np.float32(rng.uniform(1e-3, 0.1))
+    sb = np.asarray(rng.uniform(1e-3, 0.1, N if per_channel else None), np.float32)
+    bias = rng.integers(-2**20, 2**20, N).astype(np.int32)
+    if mode == "pot":
+        sa, sb = _pow2(sa), np.asarray(2.0 ** np.round(np.log2(sb)), np.float32)
+    acc = R.accumulate(a, b, za, zb, bias).astype(np.float64)
+    S = 100.0 / max(np.abs(acc).max(), 1.0)
+    sy = np.float32(float(sa) * float(np.max(sb)) / S)
+    if mode == "pot":
+        # every channel's effective scale must be a power of two: use one b scale
+        sb = np.asarray(np.full(N, np.max(sb)) if per_channel else np.max(sb), np.float32)
+        sy = _pow2(sy)
+    out_dt = a_dt if rng.integers(2) else (np.int8 if a_dt == np.uint8 else np.uint8)
+    oi = np.iinfo(out_dt)
+    zy = out_dt(rng.integers(oi.min // 2 + oi.max // 4, oi.max // 2 + oi.max // 4 + 1))
+    return dict(a=a, a_scale=sa, a_zero_point=za, b=b, b_scale=sb, b_zero_point=zb,
+                y_scale=sy, y_zero_point=zy, bias=bias)
+
+
+def run_selfcheck(out=sys.stdout, verbose=False):
+    """Compare every kernel path (and 1 vs all threads) with pyqinfer.reference.
+
+    Returns the number of mismatching checks (0 = all bit-exact).
+    """
+    import pyqinfer
+    from pyqinfer import ops
+    from pyqinfer import reference as R
+
+    from .bench import ort as _ort
+    from .bench.peak import available_cores
+
+    t_start = time.perf_counter()
+    feats = pyqinfer.cpu_features()
+    print(f"pyqinfer {pyqinfer.__version__}  (numpy {np.__version__}, "
+          f"onnxruntime {_ort.version() or 'not installed'})", file=out)
+    print("cpu features: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in feats.items()), file=out)
+    print(f"kernel paths: {', '.join(pyqinfer.kernel_paths())}  (active: {pyqinfer.get_kernel_path()}, "
+          f"gemm kernel {pyqinfer._core.gemm_kernel_name()})", file=out)
+    print(f"threads: {pyqinfer.get_num_threads()}  (cores available: {available_cores()})", file=out)
+
+    old_path, old_threads = pyqinfer.get_kernel_path(), pyqinfer.get_num_threads()
+    thread_counts = sorted({1, max(old_threads, 2)})
+    failures, checks = [], 0
+    rng = np.random.default_rng(20240611)
+    cases = []
+    for (M, K, N) in SELFCHECK_SHAPES:
+        for a_dt, b_dt in DTYPE_PAIRS:
+            per_channel = bool(rng.integers(2))
+            for mode in ("int32",) + tuple(ops.MODES):
+                c = _selfcheck_case(rng, a_dt, b_dt, M, K, N, per_channel,
+                                    "fp32" if mode == "int32" else mode)
+                clip = None if mode == "int32" else [None, "relu", "relu6"][int(rng.integers(3))]
+                if mode == "int32":
+                    # a bias near INT32_MAX makes the accumulator wrap modulo 2^32 in some columns
+                    c["bias"] = c["bias"] + np.int32(2**31 - 2**21)
+                    want = R.accumulate(c["a"], c["b"], c["a_zero_point"], c["b_zero_point"],
+                                        c["bias"]).astype(np.int32)
+                else:
+                    want = R.qlinear_matmul(**c, mode=mode, clip=clip)
+                cases.append(((M, K, N), np.dtype(a_dt).name, np.dtype(b_dt).name, per_channel,
+                              mode, clip, c, want))
+    try:
+        for path in pyqinfer.kernel_paths():
+            pyqinfer.set_kernel_path(path)
+            for th in thread_counts:
+                pyqinfer.set_num_threads(th)
+                bad = 0
+                for shape, adt, bdt, per_channel, mode, clip, c, want in cases:
+                    checks += 1
+                    try:
+                        if mode == "int32":
+                            got = ops.matmul_integer(c["a"], c["b"], c["a_zero_point"],
+                                                     c["b_zero_point"], bias=c["bias"])
+                        else:
+                            w = ops.pack_weights(c["b"], c["b_zero_point"])
+                            got = ops.qlinear_matmul(c["a"], c["a_scale"], c["a_zero_point"], w,
+                                                     c["b_scale"], c["b_zero_point"], c["y_scale"],
+                                                     c["y_zero_point"], c["bias"], mode=mode, clip=clip)
+                        ok = got.dtype == want.dtype and np.array_equal(got, want)
+                        detail = "" if ok else (f"dtype {got.dtype} vs {want.dtype}" if got.dtype != want.dtype
+                                                else f"{int(np.sum(got != want))}/{want.size} differ")
+                    except Exception as e:  # a crash is a failure too
+                        ok, detail = False, f"{type(e).__name__}: {e}"
+                    if not ok:
+                        bad += 1
+                        failures.append(f"path={path} threads={th} shape={'x'.join(map(str, shape))} "
+                                        f"a={adt} b={bdt} per_channel={per_channel} mode={mode} "
+                                        f"clip={clip}: {detail}")
+                n = len(cases)
+                print(f"  path {path:<11} threads {th}: {n - bad}/{n} bit-exact", file=out)
+    finally:
+        pyqinfer.set_kernel_path(old_path)
+        pyqinfer.set_num_threads(old_threads)
+    for f in failures[: (None if verbose else 20)]:
+        print("  MISMATCH " + f, file=out)
+    if len(failures) > 20 and not verbose:
+        print(f"  ... {len(failures) - 20} more (--verbose shows all)", file=out)
+    status = "OK" if not failures else f"FAILED ({len(failures)} of {checks} checks)"
+    print(f"selfcheck: {status}: {checks} checks against pyqinfer.reference "
+          f"(int32 + requant modes {', '.join(ops.MODES)}) in {time.perf_counter() - t_start:.1f} s",
+          file=out)
+    return len(failures)
+
+
+# ------------------------------------------------------------------------- bench gemm
+
+def _int_list(text):
+    try:
+        vals = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
+    return vals
+
+
+def _shape_list(text):
+    from .bench.gemm import parse_shapes
+
+    try:
+        return parse_shapes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def run_bench_gemm(args, out=sys.stdout):
+    import pyqinfer
+    from .bench import gemm
+    from .bench.peak import available_cores, measure_peak
+
+    shapes = args.shapes or (gemm.QUICK_SHAPES if args.quick else gemm.DEFAULT_SHAPES)
+    threads = args.threads or sorted({1, available_cores()})
+    target = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.3)
+    to_stdout_json = args.json == "-"
+    log = sys.stderr if to_stdout_json else out
+    old_path = pyqinfer.get_kernel_path()
+    if args.kernel_path:
+        pyqinfer.set_kernel_path(args.kernel_path)
+    try:
+        peak = measure_peak(repeats=3 if args.quick else 5)
+        env = gemm.environment(peak)
+        _print_env(env, log)
+
+        def progress(rec):
+            if not to_stdout_json:
+                return
+            print(f"  {rec['M']}x{rec['K']}x{rec['N']} threads={rec['threads']} done", file=log)
+
+        records = gemm.run_gemm_bench(shapes, threads, min_runs=args.repeats, target_seconds=target,
+                                      peak=peak, with_ort=False if args.no_ort else None,
+                                      progress=progress)
+    finally:
+        pyqinfer.set_kernel_path(old_path)
+    env["loadavg_1min_end"] = gemm._loadavg()
+    if args.json:
+        doc = {"environment": env, "command": "pyqinfer " + " ".join(args.argv), "records": records}
+        text = json.dumps(doc, indent=1)
+        if to_stdout_json:
+            print(text, file=out)
+            return 0
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    for th in threads:
+        recs = [r for r in records if r["threads"] == th]
+        pk = recs[0]["peak_gops"] if recs else None
+        print(f"\n## threads = {th}  (peak {'unknown' if pk is None else f'{pk:.0f} GOP/s'})", file=out)
+        print(gemm.format_table(recs, markdown=args.markdown), file=out)
+    print("\n" + gemm.LEGEND, file=out)
+    bad = [r for r in records if r.get("exact_u8s8_i32") is False or r.get("exact_s8s8_i32") is False]
+    if bad:
+        print(f"\nWARNING: pyqinfer's int32 output differs from ORT's in {len(bad)} rows; "
+              "see pyq_equals_exact / ort_equals_exact in --json", file=out)
+    if args.json:
+        print(f"\nwrote {args.json}", file=out)
+    return 0
+
+
+def _print_env(env, out):
+    pk = env["peak"]
+    per_core = pk.get("gops_per_core")
+    print(f"pyqinfer {env['pyqinfer']}, kernel {env['kernel']} (path {env['kernel_path']}); "
+          f"onnxruntime {env['onnxruntime'] or 'not installed'}; numpy {env['numpy']}", file=out)
+    print(f"cpu: {env['cpu']}, {env['cores']} cores; load average {env['loadavg_1min']:.2f}", file=out)
+    if per_core is None:
+        print(f"int8 peak: unknown ({pk.get('error', 'not measured')})", file=out)
+    else:
+        print(f"int8 peak (measured, vpdpbusd): {per_core:.0f} GOP/s per core", file=out)
+    print(env["numpy_threads"], file=out)
+
+
+# ------------------------------------------------------------------------- parser
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="pyqinfer",
+        description="pyqinfer: a bit-exact integer inference engine. Check the kernels on this "
+                    "machine and benchmark them against ONNX Runtime.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sc = sub.add_parser("selfcheck", help="bit-exactness of every kernel path vs pyqinfer.reference",
+                        description="Print version, CPU features, kernel paths and threads, then run "
+                                    "every kernel path (1 thread and all threads) against the "
+                                    "pure-Python reference on small random shapes: int32 "
+                                    "MatMulInteger (with an accumulator that wraps) and "
+                                    "QLinearMatMul in every requant mode. Exits 1 on any mismatch.")
+    sc.add_argument("-v", "--verbose", action="store_true", help="list every mismatch")
+
+    bench = sub.add_parser("bench", help="benchmarks (bench gemm)",
+                           description="Benchmarks. Run 'pyqinfer bench gemm --help'.")
+    bsub = bench.add_subparsers(dest="bench", metavar="BENCH")
+    g = bsub.add_parser("gemm", help="int8 GEMM: pyqinfer vs ONNX Runtime vs numpy",
+                        description="Time pyqinfer's u8s8 and s8s8 GEMM (int32 and requantized "
+                                    "8-bit output) against ONNX Runtime MatMulInteger / "
+                                    "QLinearMatMul and numpy float32, and check pyqinfer's output "
+                                    "equals ORT's bit for bit.",
+                        epilog=GEMM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--shapes", type=_shape_list, metavar="MxKxN,...",
+                   help="comma-separated shapes (default: the full set; see below)")
+    g.add_argument("--threads", type=_int_list, metavar="N,...",
+                   help="comma-separated thread counts (default: 1 and all cores)")
+    g.add_argument("--repeats", type=int, default=5, metavar="N",
+                   help="at least N timed runs per engine (default 5)")
+    g.add_argument("--min-time", type=float, metavar="S",
+                   help="time each engine for at least S seconds (default 0.3, 0.1 with --quick)")
+    g.add_argument("--quick", action="store_true", help="small shape set, short timing (< ~30 s)")
+    g.add_argument("--json", metavar="PATH", help="also write the records as JSON to PATH ('-': stdout only)")
+    g.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    g.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    g.add_argument("--kernel-path", metavar="NAME",
+                   help="force a pyqinfer kernel path for the run (default: the active one)")
+
+    sub.add_parser("demo", help="selfcheck, then bench gemm --quick (under a minute)",
+                   description="The README's main job: 'pyqinfer selfcheck' followed by "
+                               "'pyqinfer bench gemm --quick'.")
+    return p
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if args.command == "selfcheck":
+        return 1 if run_selfcheck(verbose=args.verbose) else 0
+    if args.command == "bench":
+        if args.bench != "gemm":
+            parser.error("bench needs a benchmark name: 'pyqinfer bench gemm' (see --help)")
+        if args.repeats < 1:
+            parser.error("--repeats must be >= 1")
+        return run_bench_gemm(args)
+    if args.command == "demo":
+        if run_selfcheck():
+            print("demo: selfcheck failed; not benchmarking wrong results", file=sys.stderr)
+            return 1
+        print()
+        return main(["bench", "gemm", "--quick"])
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

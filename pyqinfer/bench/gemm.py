@@ -114,7 +114,7 @@ def environment(peak=None):
     }
 
 
-class _Case:
+class GemmCase:
     """Inputs and engine callables for one shape, reused across thread counts."""
 
     def __init__(self, M, K, N, seed=0):
@@ -246,7 +246,7 @@ def run_gemm_bench(shapes=None, threads=None, *, min_runs=5, target_seconds=0.3,
     records = []
     for th in threads:
         for shape in shapes:
-            case = cases.get(shape) or cases.setdefault(shape, _Case(*shape))
+            case = cases.get(shape) or cases.setdefault(shape, GemmCase(*shape))
             rec = bench_case(case, th, peak, min_runs=min_runs, target_seconds=target_seconds,
                              with_ort=with_ort)
             records.append(rec)

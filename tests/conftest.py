@@ -24,7 +24,7 @@ THREAD_COUNTS = (1, 2)
 
 settings.register_profile(
     "ci",
-    max_examples=40,
+    max_examples=300,
     deadline=None,
     derandomize=False,
     print_blob=True,

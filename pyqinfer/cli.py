@@ -250,6 +250,9 @@ def _print_env(env, out):
     else:
         print(f"int8 peak (measured, vpdpbusd): {per_core:.0f} GOP/s per core", file=out)
     print(env["numpy_threads"], file=out)
+    if (env["loadavg_1min"] or 0) > 0.5:
+        print(f"WARNING: load average {env['loadavg_1min']:.2f}: other processes are running; "
+              "multi-threaded figures on a 2-core machine will be unreliable", file=out)
 
 
 # ------------------------------------------------------------------------- parser

@@ -175,7 +175,14 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
     old = get_num_threads()
     set_num_threads(threads)
     try:
-        # correctness first (this is also a warm-up)
+        # numpy first, on its own: OpenBLAS synchronises its workers by spinning, so it
+        # collapses when ORT's or pyqinfer's idle workers still spin on the 2 cores, and its
+        # own spinning workers would slow whichever engine ran next
+        np_fn = fns.pop("numpy_f32")
+        with (limit_numpy(threads) if limit_numpy is not None else contextlib.nullcontext()):
+            times = time_interleaved({"numpy_f32": np_fn}, min_runs=min_runs,
+                                     target_seconds=target_seconds)
+        # correctness (this is also a warm-up)
         exact = {}
         if with_ort:
             outs = {name: fns[name]() for name in INT8_ENGINES}
@@ -193,13 +200,7 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
                 exact["ort_equals_exact"] = bool(np.array_equal(outs["ort_u8s8_i32"], ref_u8)
                                                  and np.array_equal(outs["ort_s8s8_i32"], ref_s8))
             del outs
-        # numpy runs on its own afterwards: OpenBLAS workers keep spinning after a call and
-        # would slow whichever engine runs next on a 2-core machine
-        np_fn = fns.pop("numpy_f32")
-        times = time_interleaved(fns, min_runs=min_runs, target_seconds=target_seconds)
-        with (limit_numpy(threads) if limit_numpy is not None else contextlib.nullcontext()):
-            times.update(time_interleaved({"numpy_f32": np_fn}, min_runs=min_runs,
-                                          target_seconds=target_seconds))
+        times.update(time_interleaved(fns, min_runs=min_runs, target_seconds=target_seconds))
     finally:
         set_num_threads(old)
     ops_count = 2.0 * M * N * K
@@ -298,7 +299,7 @@ def format_table(records, markdown=False):
 LEGEND = """\
 GOP/s = 2*M*N*K / median time. u8s8/s8s8: pyqinfer ops.matmul_integer (int32 out), uint8/int8
 activations, int8 weights packed once; u8s8>u8, s8s8>s8: ops.qlinear_matmul mode=fp32 (8-bit out).
-np f32: numpy float32 a @ b, timed after (not interleaved with) the int8 engines.
+np f32: numpy float32 a @ b, timed before (not interleaved with) the int8 engines.
 ORT u8s8/s8s8: onnxruntime MatMulInteger, weight a constant initializer; ORT QLMM: QLinearMatMul u8s8.
 u8s8/ORT and s8s8/ORT: pyqinfer int32 GOP/s over ORT u8s8 MatMulInteger; u8>u8/QLMM: uint8-out
 pyqinfer over ORT QLinearMatMul. %pk: of the measured VNNI peak x min(threads, cores).

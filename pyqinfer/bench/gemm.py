@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import os
 import platform
+import time
 
 import numpy as np
 
@@ -46,6 +47,9 @@ INT8_ENGINES = ENGINES[:-1]
 
 # zero points and scales of the synthetic layer (realistic, nonzero activation zero points)
 ZA_U8, ZA_S8, ZB = 128, -3, 0
+# OpenBLAS workers spin for tens of ms after a call; measured: pyqinfer at 2 threads runs at
+# half speed for ~50 ms after one numpy matmul
+NUMPY_SETTLE_SECONDS = 0.3
 A_SCALE, B_SCALE = 0.02, 0.01
 
 
@@ -156,6 +160,43 @@ class GemmCase:
         return (a.astype(np.float64) - za) @ self.b.astype(np.float64)
 
 
+class _ForeignCpu:
+    """CPU time other processes used while the block ran, as a fraction of the machine.
+
+    Linux only (/proc/stat); ``fraction`` is None elsewhere. On a 2-core VM shared with
+    other jobs this is the honest noise indicator for each row.
+    """
+
+    def __enter__(self):
+        self.fraction = None
+        self._t0, self._busy0, self._own0 = time.perf_counter(), self._busy(), self._own()
+        return self
+
+    def __exit__(self, *exc):
+        busy1 = self._busy()
+        if self._busy0 is None or busy1 is None:
+            return False
+        wall = time.perf_counter() - self._t0
+        other = (busy1 - self._busy0) - (self._own() - self._own0)
+        self.fraction = max(0.0, other) / (wall * available_cores()) if wall > 0 else None
+        return False
+
+    @staticmethod
+    def _own():
+        t = os.times()
+        return t.user + t.system
+
+    @staticmethod
+    def _busy():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _loadavg():
     try:
         return os.getloadavg()[0]
@@ -175,32 +216,34 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
     old = get_num_threads()
     set_num_threads(threads)
     try:
-        # numpy first, on its own: OpenBLAS synchronises its workers by spinning, so it
-        # collapses when ORT's or pyqinfer's idle workers still spin on the 2 cores, and its
-        # own spinning workers would slow whichever engine ran next
-        np_fn = fns.pop("numpy_f32")
-        with (limit_numpy(threads) if limit_numpy is not None else contextlib.nullcontext()):
-            times = time_interleaved({"numpy_f32": np_fn}, min_runs=min_runs,
-                                     target_seconds=target_seconds)
-        # correctness (this is also a warm-up)
-        exact = {}
-        if with_ort:
-            outs = {name: fns[name]() for name in INT8_ENGINES}
-            exact = {
-                "exact_u8s8_i32": _equal(outs["pyq_u8s8_i32"], outs["ort_u8s8_i32"]),
-                "exact_s8s8_i32": _equal(outs["pyq_s8s8_i32"], outs["ort_s8s8_i32"]),
-                "exact_u8s8_q8": _equal(outs["pyq_u8s8_q8"], outs["ort_u8s8_q8"]),
-            }
-            if not (exact["exact_u8s8_i32"] and exact["exact_s8s8_i32"]):
-                # say who is right: the exact sum via float64
-                ref_u8 = case.exact_int32(case.a_u8, ZA_U8)
-                ref_s8 = case.exact_int32(case.a_s8, ZA_S8)
-                exact["pyq_equals_exact"] = bool(np.array_equal(outs["pyq_u8s8_i32"], ref_u8)
-                                                 and np.array_equal(outs["pyq_s8s8_i32"], ref_s8))
-                exact["ort_equals_exact"] = bool(np.array_equal(outs["ort_u8s8_i32"], ref_u8)
-                                                 and np.array_equal(outs["ort_s8s8_i32"], ref_s8))
-            del outs
-        times.update(time_interleaved(fns, min_runs=min_runs, target_seconds=target_seconds))
+        with _ForeignCpu() as foreign:
+            # numpy first, on its own: OpenBLAS synchronises its workers by spinning, so it
+            # collapses when ORT's or pyqinfer's idle workers still spin on the 2 cores, and its
+            # own spinning workers would slow whichever engine ran next
+            np_fn = fns.pop("numpy_f32")
+            with (limit_numpy(threads) if limit_numpy is not None else contextlib.nullcontext()):
+                times = time_interleaved({"numpy_f32": np_fn}, min_runs=min_runs,
+                                         target_seconds=target_seconds)
+            time.sleep(NUMPY_SETTLE_SECONDS)
+            # correctness (this is also a warm-up)
+            exact = {}
+            if with_ort:
+                outs = {name: fns[name]() for name in INT8_ENGINES}
+                exact = {
+                    "exact_u8s8_i32": _equal(outs["pyq_u8s8_i32"], outs["ort_u8s8_i32"]),
+                    "exact_s8s8_i32": _equal(outs["pyq_s8s8_i32"], outs["ort_s8s8_i32"]),
+                    "exact_u8s8_q8": _equal(outs["pyq_u8s8_q8"], outs["ort_u8s8_q8"]),
+                }
+                if not (exact["exact_u8s8_i32"] and exact["exact_s8s8_i32"]):
+                    # say who is right: the exact sum via float64
+                    ref_u8 = case.exact_int32(case.a_u8, ZA_U8)
+                    ref_s8 = case.exact_int32(case.a_s8, ZA_S8)
+                    exact["pyq_equals_exact"] = bool(np.array_equal(outs["pyq_u8s8_i32"], ref_u8)
+                                                     and np.array_equal(outs["pyq_s8s8_i32"], ref_s8))
+                    exact["ort_equals_exact"] = bool(np.array_equal(outs["ort_u8s8_i32"], ref_u8)
+                                                     and np.array_equal(outs["ort_s8s8_i32"], ref_s8))
+                del outs
+            times.update(time_interleaved(fns, min_runs=min_runs, target_seconds=target_seconds))
     finally:
         set_num_threads(old)
     ops_count = 2.0 * M * N * K
@@ -213,6 +256,7 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
         "runs": {n: t["runs"] for n, t in times.items()},
         "peak_gops": pk,
         "loadavg_1min": _loadavg(),
+        "other_cpu_fraction": foreign.fraction,
         "frac_peak": {n: (gops[n] / pk if pk else None) for n in INT8_ENGINES if n in gops},
     }
     if with_ort:
@@ -272,7 +316,7 @@ def _fmt(v, spec):
 def format_table(records, markdown=False):
     """A text (or Markdown) table of :func:`run_gemm_bench` records."""
     head = ["M x K x N", "thr"] + [h for h, _ in _COLUMNS] + \
-        ["u8s8/ORT", "s8s8/ORT", "u8>u8/QLMM", "u8s8 %pk", "s8s8 %pk", "exact"]
+        ["u8s8/ORT", "s8s8/ORT", "u8>u8/QLMM", "u8s8 %pk", "s8s8 %pk", "exact", "other%"]
     rows = []
     for r in records:
         g, ratio, fp = r["gops"], r.get("ratio", {}), r["frac_peak"]
@@ -286,9 +330,10 @@ def format_table(records, markdown=False):
                        _fmt(ratio.get("u8s8_q8"), ".2f"),
                        _fmt(None if fp.get("pyq_u8s8_i32") is None else 100 * fp["pyq_u8s8_i32"], ".1f"),
                        _fmt(None if fp.get("pyq_s8s8_i32") is None else 100 * fp["pyq_s8s8_i32"], ".1f"),
-                       exact])
+                       exact, _fmt(None if r.get("other_cpu_fraction") is None
+                                   else 100 * r["other_cpu_fraction"], ".0f")])
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 2) + [":-:"]) + "|"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 3) + [":-:", "--:"]) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
@@ -303,4 +348,5 @@ np f32: numpy float32 a @ b, timed before (not interleaved with) the int8 engine
 ORT u8s8/s8s8: onnxruntime MatMulInteger, weight a constant initializer; ORT QLMM: QLinearMatMul u8s8.
 u8s8/ORT and s8s8/ORT: pyqinfer int32 GOP/s over ORT u8s8 MatMulInteger; u8>u8/QLMM: uint8-out
 pyqinfer over ORT QLinearMatMul. %pk: of the measured VNNI peak x min(threads, cores).
-exact: pyqinfer int32 == ORT int32 (u8s8 and s8s8) and uint8 == QLinearMatMul, bit for bit."""
+exact: pyqinfer int32 == ORT int32 (u8s8 and s8s8) and uint8 == QLinearMatMul, bit for bit.
+other%: CPU other processes used during the row, % of all cores (noise; want ~0)."""

@@ -1,9 +1,9 @@
 """Interleaved, adaptive median timing.
 
 Engines run in rounds; in each round every still-active engine runs one block
-of back-to-back calls (the first call of a block is discarded: it pays for the
-switch from the previous engine, e.g. that engine's thread pool still spinning
-on the 2 cores). Interleaving blocks rather than single calls keeps machine noise
+of back-to-back calls (after a short sleep, and the first call of a block is
+discarded: it pays for the switch from the previous engine, e.g. that engine's
+thread pool still spinning on the 2 cores). Interleaving blocks rather than single calls keeps machine noise
 (a shared VM, a neighbour's compile, clock changes) hitting all engines alike
 without letting one engine's idle-spinning workers slow the next one's calls.
 
@@ -18,13 +18,14 @@ import time
 
 
 def time_interleaved(fns, *, min_runs=5, target_seconds=0.3, max_runs=2000, warmup=2,
-                     block_seconds=0.03, rounds=3):
+                     block_seconds=0.03, rounds=3, settle_seconds=0.01):
     """Time ``fns`` (a dict name -> zero-argument callable), interleaved in blocks.
 
     A block lasts about ``max(block_seconds, target_seconds / rounds)``, so a fast
     engine's samples come from ``rounds`` or more blocks. A switch-over call that itself
     takes ``block_seconds`` or more is recorded (its interference is negligible and
-    discarding it would double the cost of slow engines).
+    discarding it would double the cost of slow engines). Before each block the caller
+    sleeps ``settle_seconds`` so the previous engine's idle workers stop spinning.
     Returns a dict name -> {"median": s, "min": s, "runs": n}.
     """
     clock = time.perf_counter
@@ -39,6 +40,8 @@ def time_interleaved(fns, *, min_runs=5, target_seconds=0.3, max_runs=2000, warm
             fn, s = fns[name], samples[name]
             want = min(block, max(target_seconds - sum(s), 0.0))
             n0 = len(s)
+            if settle_seconds:
+                time.sleep(settle_seconds)
             t0 = clock()
             fn()  # the switch-over call: recorded only if slow
             spent = clock() - t0

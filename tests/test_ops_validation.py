@@ -162,3 +162,14 @@ def test_packed_weights_reuse_is_identical(kernel_path, num_threads):
             np.testing.assert_array_equal(y_packed, y_direct)
             np.testing.assert_array_equal(y_packed, R.qlinear_matmul(a, *args, b, rest[0], zb, *rest[2:],
                                                                      mode=mode, clip="relu"))
+
+
+def test_relu6_with_tiny_y_scale_clamps_to_qmax():
+    """6 / y_scale overflows float32 to inf: hi = qmax (semantics 4.6), not an OverflowError."""
+    a = np.array([[0, 255]], np.uint8)
+    b = np.array([[0], [1]], np.int8)
+    for y_scale in (1e-39, float(np.finfo(np.float32).smallest_subnormal)):
+        args = (a, 1e-30, np.uint8(0), b, 1e-30, np.int8(0), y_scale, np.uint8(3))
+        got = ops.qlinear_matmul(*args, clip="relu6")
+        np.testing.assert_array_equal(got, R.qlinear_matmul(*args, clip="relu6"))
+        assert ops.activation_bounds("relu6", y_scale, 3, np.uint8) == (3, 255)

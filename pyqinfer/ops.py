@@ -48,7 +48,7 @@ def _zero_point(name, zp, dtype, n=None):
     arr = np.asarray(zp)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer (got dtype {arr.dtype})")
-    if isinstance(zp, np.ndarray) and zp.dtype in _RANGES and zp.dtype != np.dtype(dtype):
+    if isinstance(zp, (np.ndarray, np.generic)) and zp.dtype in _RANGES and zp.dtype != np.dtype(dtype):
         raise TypeError(f"{name} has dtype {zp.dtype} but its tensor has dtype {np.dtype(dtype)}")
     if arr.size == 1:
         v = int(arr.reshape(()))

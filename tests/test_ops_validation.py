@@ -86,11 +86,7 @@ BAD_MATMUL = [
     (dict(b=B.reshape(2, 5, 6)), ValueError, "b"),
     (dict(b=B[:, :0]), ValueError, "b"),
     (dict(a_zero_point=256), ValueError, "a_zero_point"),
-    pytest.param(dict(a_zero_point=np.int8(3)), TypeError, "a_zero_point", marks=pytest.mark.xfail(
-        strict=True, reason="ops bug: a numpy-scalar zero point of the wrong dtype is accepted (semantics 1.1 "
-        "says TypeError; the reference raises). Repro: ops.matmul_integer(np.zeros((1, 1), np.uint8), "
-        "np.zeros((1, 1), np.int8), np.int8(3)) returns [[0]]; ops._zero_point only checks np.ndarray, "
-        "not np.generic")),
+    (dict(a_zero_point=np.int8(3)), TypeError, "a_zero_point"),
     (dict(a_zero_point=np.array(3, np.int8)), TypeError, "a_zero_point"),
     (dict(b_zero_point=np.array([1, 2, 3, 4, 5, 6], np.uint8)), TypeError, "b_zero_point"),
     (dict(b_zero_point=-129), ValueError, "b_zero_point"),

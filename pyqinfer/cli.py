@@ -39,6 +39,7 @@ examples:
   pyqinfer bench gemm --shapes 1x1024x1024,2048 --threads 1 --repeats 10
   pyqinfer bench gemm --quick --json results.json
   pyqinfer bench gemm --quick --kernel-path avx2    # time a slower kernel path
+  pyqinfer bench gemm --threads 1,2 --max-other 5   # on a shared VM: wait for quiet, retry noisy rows
 """
 
 
@@ -212,7 +213,8 @@ def run_bench_gemm(args, out=sys.stdout):
 
         records = gemm.run_gemm_bench(shapes, threads, min_runs=args.repeats, target_seconds=target,
                                       peak=peak, with_ort=False if args.no_ort else None,
-                                      progress=progress)
+                                      progress=progress,
+                                      max_other=None if args.max_other is None else args.max_other / 100)
     finally:
         pyqinfer.set_kernel_path(old_path)
     env["loadavg_1min_end"] = gemm._loadavg()
@@ -295,6 +297,10 @@ def build_parser():
     g.add_argument("--json", metavar="PATH", help="also write the records as JSON to PATH ('-': stdout only)")
     g.add_argument("--markdown", action="store_true", help="print Markdown tables")
     g.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    g.add_argument("--max-other", type=float, metavar="PCT",
+                   help="for shared machines: wait until other processes use <= PCT%% of the CPU "
+                        "before each row, and re-measure (3 attempts in all) a row during which "
+                        "they used more; the cleanest attempt is kept (column other%%)")
     g.add_argument("--kernel-path", metavar="NAME",
                    help="force a pyqinfer kernel path for the run (default: the active one)")
 

@@ -271,14 +271,35 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
     return rec
 
 
+def wait_for_idle(max_other, timeout=60.0, quiet_seconds=2.0):
+    """Wait until other processes use at most ``max_other`` of the machine for ``quiet_seconds``.
+
+    Returns the seconds waited (gives up after ``timeout``; the row's other% then tells).
+    """
+    t0 = time.perf_counter()
+    quiet = 0.0
+    while quiet < quiet_seconds and time.perf_counter() - t0 < timeout:
+        with _ForeignCpu() as probe:
+            time.sleep(0.25)
+        if probe.fraction is None:
+            break
+        quiet = quiet + 0.25 if probe.fraction <= max_other else 0.0
+    return time.perf_counter() - t0
+
+
 def run_gemm_bench(shapes=None, threads=None, *, min_runs=5, target_seconds=0.3, peak=None,
-                   with_ort=None, progress=None):
+                   with_ort=None, progress=None, max_other=None, attempts=3):
     """Run the benchmark; return a list of records (dicts), one per (threads, shape).
 
     ``shapes``: list of (M, K, N), default :data:`DEFAULT_SHAPES`. ``threads``: list of
     thread counts, default ``[1, cores]``. ``peak``: a :func:`measure_peak` result (measured
     if None). ``with_ort``: default True if onnxruntime imports. ``progress``: an optional
     callable taking each record as it is produced.
+
+    ``max_other`` (a fraction, e.g. 0.05) is for shared machines: before each row wait
+    (up to 60 s) until other processes are quiet, and re-measure a row during which they
+    used more than ``max_other`` of the CPU, up to ``attempts`` times in all; the record
+    kept is the attempt with the least foreign CPU, and ``attempts`` says how many ran.
     """
     shapes = list(shapes or DEFAULT_SHAPES)
     if threads is None:
@@ -292,8 +313,17 @@ def run_gemm_bench(shapes=None, threads=None, *, min_runs=5, target_seconds=0.3,
     for th in threads:
         for shape in shapes:
             case = cases.get(shape) or cases.setdefault(shape, GemmCase(*shape))
-            rec = bench_case(case, th, peak, min_runs=min_runs, target_seconds=target_seconds,
-                             with_ort=with_ort)
+            tries = []
+            for _ in range(max(1, attempts) if max_other is not None else 1):
+                if max_other is not None:
+                    wait_for_idle(max_other)
+                tries.append(bench_case(case, th, peak, min_runs=min_runs,
+                                        target_seconds=target_seconds, with_ort=with_ort))
+                other = tries[-1]["other_cpu_fraction"]
+                if max_other is None or other is None or other <= max_other:
+                    break
+            rec = min(tries, key=lambda r: r["other_cpu_fraction"] or 0.0)
+            rec["attempts"] = len(tries)
             records.append(rec)
             if progress:
                 progress(rec)

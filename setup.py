@@ -1,6 +1,7 @@
 """Build pyqinfer: setuptools drives CMake, which builds the pybind11 module
 `pyqinfer._core` with per-file ISA flags (see CMakeLists.txt)."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,24 @@ class CMakeExtension(Extension):
         super().__init__(name, sources=[])
 
 
+def _drop_stale_cache(build_temp):
+    """pip builds each install in a throw-away environment, but the CMake build
+    folder lives in the source tree: a cache that names tools from an environment
+    that is gone (ninja, cmake, python) would fail the next build, so start afresh."""
+    cache = build_temp / "CMakeCache.txt"
+    if not cache.exists():
+        return
+    for line in cache.read_text(errors="replace").splitlines():
+        for key in ("CMAKE_MAKE_PROGRAM:", "CMAKE_COMMAND:", "Python_EXECUTABLE:"):
+            if line.startswith(key):
+                path = line.split("=", 1)[-1].strip()
+                if path and not Path(path).exists():
+                    shutil.rmtree(build_temp, ignore_errors=True)
+                    return
+    if f"Python_EXECUTABLE:FILEPATH={sys.executable}" not in cache.read_text(errors="replace"):
+        shutil.rmtree(build_temp, ignore_errors=True)
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
         import pybind11
@@ -23,6 +42,7 @@ class CMakeBuild(build_ext):
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         build_type = os.environ.get("PYQINFER_BUILD_TYPE", "Release")
         build_temp = Path(self.build_temp).resolve() / build_type
+        _drop_stale_cache(build_temp)
         build_temp.mkdir(parents=True, exist_ok=True)
         args = [
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
@@ -35,9 +55,9 @@ class CMakeBuild(build_ext):
         if os.environ.get("PYQINFER_WERROR", "") not in ("", "0"):
             args.append("-DPYQ_WERROR=ON")
         try:
-            import ninja  # noqa: F401
+            import ninja
 
-            args.append("-GNinja")
+            args += ["-GNinja", f"-DCMAKE_MAKE_PROGRAM={Path(ninja.BIN_DIR) / 'ninja'}"]
         except ImportError:
             pass
         subprocess.run(["cmake", str(ROOT), *args], cwd=build_temp, check=True)

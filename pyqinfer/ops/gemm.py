@@ -1,4 +1,4 @@
-"""Functional integer operators, with ONNX names and argument order.
+"""GEMM operators: MatMulInteger, QLinearMatMul, and packed weights.
 
 Every function validates its inputs and raises ``TypeError``/``ValueError``
 naming the argument; the arithmetic is defined in ``docs/semantics.md`` and
@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 __all__ = [
     "MODES",
@@ -29,81 +29,7 @@ __all__ = [
 #: Requantization modes, see docs/semantics.md.
 MODES = ("fp32", "q31", "q31_single", "pot")
 
-_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
-
-
-def _int8_array(name, x):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array of uint8 or int8, got {type(x).__name__}")
-    if x.dtype not in _RANGES:
-        raise TypeError(f"{name} must have dtype uint8 or int8, got {x.dtype}")
-    return x
-
-
-def _zero_point(name, zp, dtype, n=None):
-    """A zero point as an int (scalar) or an int32 array of n entries (per channel)."""
-    lo, hi = _RANGES[np.dtype(dtype)]
-    if zp is None:
-        return 0
-    arr = np.asarray(zp)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer (got dtype {arr.dtype})")
-    if isinstance(zp, (np.ndarray, np.generic)) and zp.dtype in _RANGES and zp.dtype != np.dtype(dtype):
-        raise TypeError(f"{name} has dtype {zp.dtype} but its tensor has dtype {np.dtype(dtype)}")
-    if arr.size == 1:
-        v = int(arr.reshape(()))
-        if not lo <= v <= hi:
-            raise ValueError(f"{name}={v} is outside the range [{lo}, {hi}] of {np.dtype(dtype)}")
-        return v
-    if n is None or arr.ndim != 1 or arr.shape[0] != n:
-        want = "a scalar" if n is None else f"a scalar or {n} entries (one per output channel)"
-        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
-    if arr.min() < lo or arr.max() > hi:
-        raise ValueError(f"{name} has values outside the range [{lo}, {hi}] of {np.dtype(dtype)}")
-    return arr.astype(np.int32)
-
-
-def _scale(name, s, n=None):
-    """A scale as a float32 array of 1 or n entries, finite and > 0."""
-    arr = np.asarray(s)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a float, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32).reshape(-1)
-    if arr.size != 1 and (n is None or arr.size != n):
-        want = "a scalar" if n is None else f"a scalar or {n} entries (one per output channel)"
-        raise ValueError(f"{name} must be {want}, got shape {np.shape(s)}")
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        raise ValueError(f"{name} must be finite and > 0 (as float32), got {arr if arr.size > 1 else arr[0]}")
-    return np.ascontiguousarray(arr)
-
-
-def activation_bounds(clip, y_scale, y_zero_point, dtype):
-    """Integer output bounds [lo, hi] for a fused activation.
-
-    ``clip`` is ``None`` (the dtype range), ``"relu"`` (lo = zero point),
-    ``"relu6"`` (also hi = zp + RNE(fl32(6 / y_scale))), or a ``(lo, hi)`` pair of
-    integers in the quantized output domain.
-    """
-    qmin, qmax = _RANGES[np.dtype(dtype)]
-    if clip is None or clip == "none":
-        return qmin, qmax
-    if isinstance(clip, str):
-        if clip not in ("relu", "relu6"):
-            raise ValueError(f"clip must be None, 'relu', 'relu6' or (lo, hi), got {clip!r}")
-        lo, hi = max(qmin, y_zero_point), qmax
-        if clip == "relu6":
-            with np.errstate(over="ignore"):
-                six = np.float32(6.0) / np.float32(y_scale)  # float32 division, as the contract says
-            if np.isfinite(six):
-                hi = min(qmax, y_zero_point + int(np.rint(six)))
-        return lo, hi
-    try:
-        lo, hi = (int(v) for v in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"clip must be None, 'relu', 'relu6' or (lo, hi), got {clip!r}") from None
-    if not (qmin <= lo <= hi <= qmax):
-        raise ValueError(f"clip=({lo}, {hi}) must satisfy {qmin} <= lo <= hi <= {qmax} for {np.dtype(dtype)}")
-    return lo, hi
+from ._checks import _RANGES, _int8_array, _scale, _zero_point, activation_bounds  # noqa: F401
 
 
 class PackedWeights:

@@ -1,0 +1,23 @@
+"""Functional integer operators, with ONNX names and argument order.
+
+Every function validates its inputs and raises ``TypeError``/``ValueError``
+naming the argument; the arithmetic is defined in ``docs/semantics.md`` and
+mirrored by :mod:`pyqinfer.reference`. One module per op family.
+"""
+from .gemm import (  # noqa: F401
+    MODES,
+    PackedWeights,
+    activation_bounds,
+    matmul_integer,
+    pack_weights,
+    qlinear_matmul,
+)
+
+__all__ = [
+    "MODES",
+    "PackedWeights",
+    "pack_weights",
+    "matmul_integer",
+    "qlinear_matmul",
+    "activation_bounds",
+]

@@ -1,6 +1,7 @@
 """CPU feature detection, kernel path dispatch, thread count and GIL release."""
 import os
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -18,7 +19,10 @@ PATH_FEATURE = {"avx2": "avx2", "avx512bw": "avx512bw", "avx512vnni": "avx512vnn
 def run_python(code, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("PYQINFER_")}
     full.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
+    # Run outside the source tree: `python -c` puts the working directory first on
+    # sys.path, and the source folder has no compiled module after `pip install .`.
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120,
+                          cwd=tempfile.gettempdir())
 
 
 def test_cpu_features_is_a_dict_of_bools():

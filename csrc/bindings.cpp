@@ -129,6 +129,13 @@ py::array qgemm(const py::array& a, int32_t a_zero_point, const PackedWeights& w
 
 }  // namespace
 
+// Each op family binds its own functions (csrc/<family>/bindings_<family>.cpp).
+namespace pyq {
+void bind_lowbit_gemm(py::module_& m);  // csrc/qgemm/bindings_lowbit.cpp: int4 / low-bit GEMM
+void bind_conv(py::module_& m);         // csrc/conv/bindings_conv.cpp
+void bind_eltwise(py::module_& m);      // csrc/eltwise/bindings_eltwise.cpp: pool, add, concat, (re)quantize
+}  // namespace pyq
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyqinfer C++ kernels (see docs/semantics.md for what they compute)";
 
@@ -178,4 +185,8 @@ PYBIND11_MODULE(_core, m) {
     return pyq::peak_avx512vnni_seconds(iters);
   });
 #endif
+
+  pyq::bind_lowbit_gemm(m);
+  pyq::bind_conv(m);
+  pyq::bind_eltwise(m);
 }

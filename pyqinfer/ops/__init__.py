@@ -13,7 +13,11 @@ from .gemm import (  # noqa: F401
     qlinear_matmul,
 )
 
-__all__ = [
+from . import conv as _conv, eltwise as _eltwise
+from .conv import *  # noqa: F401,F403
+from .eltwise import *  # noqa: F401,F403
+
+__all__ = _conv.__all__ + _eltwise.__all__ + [
     "MODES",
     "PackedWeights",
     "pack_weights",

@@ -1,0 +1,3 @@
+"""Convolution operators: QLinearConv and ConvInteger (NHWC inside, NCHW accepted)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Pooling, quantized add, concat, clip, requantize, quantize and dequantize."""
+
+__all__ = []

@@ -18,14 +18,16 @@ import time
 
 
 def time_interleaved(fns, *, min_runs=5, target_seconds=0.3, max_runs=2000, warmup=2,
-                     block_seconds=0.03, rounds=3, settle_seconds=0.01):
+                     block_seconds=0.03, rounds=3, settle_seconds=0.05):
     """Time ``fns`` (a dict name -> zero-argument callable), interleaved in blocks.
 
     A block lasts about ``max(block_seconds, target_seconds / rounds)``, so a fast
     engine's samples come from ``rounds`` or more blocks. A switch-over call that itself
     takes ``block_seconds`` or more is recorded (its interference is negligible and
     discarding it would double the cost of slow engines). Before each block the caller
-    sleeps ``settle_seconds`` so the previous engine's idle workers stop spinning.
+    sleeps ``settle_seconds`` so the previous engine's idle workers stop spinning (measured:
+    an ORT intra-op worker burns ~40 ms of CPU after a 2-thread run; left running, it halved
+    the next engine's speed on this 2-core VM).
     Returns a dict name -> {"median": s, "min": s, "runs": n}.
     """
     clock = time.perf_counter

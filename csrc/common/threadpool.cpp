@@ -48,27 +48,40 @@ class Pool {
       run_serial(ntasks, fn);
       return;
     }
+    if (static_cast<size_t>(ntasks) > claims_.size()) {
+      // No helper is inside a region now (run_mu_ is held), so reallocating is safe.
+      std::vector<std::atomic<uint64_t>> fresh(static_cast<size_t>(ntasks) * 2);
+      for (auto& c : fresh) c.store(0);
+      claims_.swap(fresh);
+    }
+    uint64_t gen;
     {
       std::lock_guard<std::mutex> lk(mu_);
       fn_ = &fn;
       ntasks_ = ntasks;
       active_helpers_ = helpers;
       participants_ = helpers + 1;
-      pending_.store(helpers);
-      ++generation_;
+      closed_ = false;
+      gen = generation_.load() + 1;
+      generation_.store(gen);
     }
     cv_.notify_all();
-    work(0);
-    // Wait for the helpers: spin briefly (short GEMMs), then block.
+    work(0, gen);
+    // Every task is claimed now. Close the region so that helpers that have not
+    // woken up yet skip it (a descheduled worker must not stall the caller), and
+    // wait only for helpers that are still running a task they claimed.
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      closed_ = true;
+    }
     auto t0 = std::chrono::steady_clock::now();
-    while (pending_.load(std::memory_order_acquire) != 0) {
+    while (inside_.load(std::memory_order_acquire) != 0) {
       if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200)) {
         std::unique_lock<std::mutex> lk(mu_);
-        done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+        done_cv_.wait(lk, [&] { return inside_.load() == 0; });
         break;
       }
     }
-    fn_ = nullptr;
   }
 
  private:
@@ -79,13 +92,24 @@ class Pool {
     t_inside_pool_task = prev;
   }
 
-  // Static round-robin: participant i (0 = the caller) always gets tasks i,
-  // i+P, ... so the same thread touches the same weights call after call and
-  // finds them in its own core's caches (and CCD's L3 on EPYC).
-  void work(int participant) {
+  bool claim(int t, uint64_t gen) {
+    uint64_t old = claims_[t].load(std::memory_order_relaxed);
+    return old != gen && claims_[t].compare_exchange_strong(old, gen, std::memory_order_acq_rel);
+  }
+
+  // Participant i (0 = the caller) first runs its own tasks i, i+P, ... so the
+  // same thread touches the same weights call after call and finds them in its
+  // own caches; then it takes over any task nobody has started (load balance
+  // when a core is busy with something else).
+  void work(int participant, uint64_t gen) {
     const bool prev = t_inside_pool_task;
     t_inside_pool_task = true;
-    for (int t = participant; t < ntasks_; t += participants_) (*fn_)(t);
+    for (int t = participant; t < ntasks_; t += participants_)
+      if (claim(t, gen)) (*fn_)(t);
+    for (int i = 0; i < ntasks_; ++i) {
+      const int t = (participant + i) % ntasks_;
+      if (claim(t, gen)) (*fn_)(t);
+    }
     t_inside_pool_task = prev;
   }
 
@@ -94,25 +118,25 @@ class Pool {
       // Spin for a short while before sleeping, so back-to-back kernel calls
       // do not pay a futex wake-up each time.
       auto t0 = std::chrono::steady_clock::now();
-      while (gen_atomic() == seen && !stop_.load(std::memory_order_relaxed)) {
+      while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed)) {
         if (std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(100)) break;
       }
+      uint64_t gen;
       {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return generation_ != seen || stop_.load(); });
+        cv_.wait(lk, [&] { return generation_.load() != seen || stop_.load(); });
         if (stop_.load()) return;
-        seen = generation_.load();
-        if (index >= active_helpers_) continue;
+        seen = gen = generation_.load();
+        if (closed_ || index >= active_helpers_) continue;
+        inside_.fetch_add(1);
       }
-      work(index + 1);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      work(index + 1, gen);
+      {
         std::lock_guard<std::mutex> lk(mu_);
-        done_cv_.notify_all();
+        if (inside_.fetch_sub(1) == 1) done_cv_.notify_all();
       }
     }
   }
-
-  uint64_t gen_atomic() const { return generation_.load(std::memory_order_acquire); }
 
   void start_workers() {
     stop_.store(false);
@@ -132,17 +156,19 @@ class Pool {
   }
 
   std::mutex run_mu_;  // one parallel region at a time
-  std::mutex mu_;
+  std::mutex mu_;      // guards generation_ changes, closed_, and entering a region
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> generation_{0};  // written under mu_, read lock-free while spinning
+  bool closed_ = true;
+  std::atomic<int> inside_{0};  // helpers currently running tasks of the open region
   int nthreads_ = 1;
   int active_helpers_ = 0;
   const std::function<void(int)>* fn_ = nullptr;
   int ntasks_ = 0;
   int participants_ = 1;
-  std::atomic<int> pending_{0};
+  std::vector<std::atomic<uint64_t>> claims_;  // claims_[t] == generation: task t taken
 };
 
 Pool& pool() {

@@ -146,10 +146,12 @@ void qgemm(const GemmArgs& g) {
   int nthreads = get_num_threads();
   nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, macs / kMinMacsPerThread)));
   // Split columns (panels) first: each thread then streams only its part of B.
-  // Rows are split only when there are fewer panels than threads.
-  const int64_t tp = std::min<int64_t>(panels, nthreads);
+  // Rows are split only when there are too few panels. About 4 tasks per thread
+  // let a thread whose core is busy elsewhere be covered by the others.
+  const int64_t want = 4 * static_cast<int64_t>(nthreads);
+  const int64_t tp = nthreads == 1 ? 1 : std::min<int64_t>(panels, want);
   const int64_t mtiles = (M + kern->mr - 1) / kern->mr;
-  const int64_t tm = std::max<int64_t>(1, std::min<int64_t>(mtiles, nthreads / tp));
+  const int64_t tm = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(mtiles, (want + tp - 1) / tp));
   const int64_t tasks = tp * tm;
   parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
     const int64_t ip = t / tm, im = t % tm;

@@ -2,6 +2,8 @@
 naming the argument, as the project's standard asks."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
@@ -40,6 +42,11 @@ def _zero_point(name, zp, dtype, n=None):
 
 def _scale(name, s, n=None):
     """A scale as a float32 array of 1 or n entries, finite and > 0."""
+    if isinstance(s, (float, np.floating)) and not isinstance(s, np.float16):
+        # Fast path for the common scalar case (this runs on every call).
+        v = np.float32(s)
+        if math.isfinite(v) and v > 0:
+            return np.array([v], dtype=np.float32)
     arr = np.asarray(s)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a float, got dtype {arr.dtype}")

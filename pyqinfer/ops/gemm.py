@@ -73,10 +73,24 @@ def _weights(b, b_zero_point):
     if isinstance(b, PackedWeights):
         if b_zero_point is not None:
             given = _zero_point("b_zero_point", b_zero_point, b.dtype, n=b.N)
-            if not np.array_equal(np.broadcast_to(given, (b.N,)), np.broadcast_to(b.zero_point, (b.N,))):
+            same = (given == b.zero_point) if isinstance(given, int) and isinstance(b.zero_point, int) else \
+                np.array_equal(np.broadcast_to(given, (b.N,)), np.broadcast_to(b.zero_point, (b.N,)))
+            if not same:
                 raise ValueError("b_zero_point differs from the zero point b was packed with")
         return b
     return PackedWeights(b, b_zero_point)
+
+
+def _requant(w, mode, x_s, w_s, y_s):
+    """Requantization parameters, derived once per (weights, mode, scales) and cached."""
+    key = (mode, float(x_s[0]), w_s.tobytes(), float(y_s[0]))
+    cache = w.__dict__.setdefault("_requant_cache", {})
+    rq = cache.get(key)
+    if rq is None:
+        if len(cache) > 16:
+            cache.clear()
+        rq = cache[key] = _core.derive_requant(mode, key[1], w_s, key[3], w.N)
+    return rq
 
 
 def _activations(a, K):
@@ -151,6 +165,6 @@ def qlinear_matmul(
         raise TypeError(f"y_zero_point must be uint8 or int8 (it sets the output dtype), got {y_dtype}")
     zy = _zero_point("y_zero_point", y_zero_point, y_dtype)
     lo, hi = activation_bounds(clip, float(y_s[0]), zy, y_dtype)
-    rq = _core.derive_requant(mode, float(x_s[0]), w_s, float(y_s[0]), w.N)
+    rq = _requant(w, mode, x_s, w_s, y_s)
     out = _core.qgemm(a2, za, w._core, _bias(bias, w.N), str(y_dtype), rq, zy, lo, hi)
     return out.reshape(*lead, w.N)

@@ -8,6 +8,9 @@ from .accum import accumulate, accumulator_bound, can_overflow
 from .arith import (INT32_MAX, INT32_MIN, mbqm_double, mbqm_single, quantize_multiplier,
                     rhaz, rne, rounding_divide_by_pot, srdhm, wrap32)
 from .dtypes import dtype_range
+from .eltwise import (ADD_RULES, add_params, clip, max_pool, pool_geometry, qlinear_add,
+                      qlinear_average_pool, qlinear_concat, qlinear_global_average_pool, relu,
+                      requantize_int32, requantize_tensor)
 from .ops import MatMulInteger, QLinearMatMul, matmul_integer, qlinear_matmul
 from .quant import QUANTIZE_RULES, dequantize_linear, pack_int4, quantize_linear, unpack_int4
 from .requant import (MODES, Fp32Requant, PotRequant, Q31Requant, Q31SingleRequant,
@@ -23,4 +26,7 @@ __all__ = [
     "quantize_linear", "dequantize_linear", "QUANTIZE_RULES", "pack_int4", "unpack_int4",
     "wrap32", "rne", "rhaz", "srdhm", "rounding_divide_by_pot", "quantize_multiplier",
     "mbqm_double", "mbqm_single", "INT32_MIN", "INT32_MAX", "dtype_range",
+    "ADD_RULES", "add_params", "clip", "max_pool", "pool_geometry", "qlinear_add",
+    "qlinear_average_pool", "qlinear_concat", "qlinear_global_average_pool", "relu",
+    "requantize_int32", "requantize_tensor",
 ]

@@ -167,11 +167,11 @@ void clip(const T* x, T* y, int64_t n, int32_t lo, int32_t hi) {
 }
 
 // One quantized value from a float32 value v = x / s (or x * (1/s)) already computed.
-template <typename T>
-inline T quant_one(float v, QuantRule rule, int32_t zp, int32_t qmin, int32_t qmax) {
+template <typename T, QuantRule R>
+inline T quant_one(float v, int32_t zp, int32_t qmin, int32_t qmax) {
   v = ew_clampf(v, static_cast<float>(qmin - zp), static_cast<float>(qmax - zp));  // |v| <= 255
   int32_t r;
-  if (rule == QuantRule::kTflite) {
+  if (R == QuantRule::kTflite) {
     r = static_cast<int32_t>(v);  // truncation; v - r is exact
     const float frac = v - static_cast<float>(r);
     r += (frac >= 0.5f ? 1 : 0) - (frac <= -0.5f ? 1 : 0);
@@ -181,28 +181,34 @@ inline T quant_one(float v, QuantRule rule, int32_t zp, int32_t qmin, int32_t qm
   return static_cast<T>(r + zp);
 }
 
-template <typename T>
-void quantize(const QuantArgs& a, int64_t r0, int64_t r1) {
+// The rule is a template parameter so that each loop is branch-free and vectorizes.
+template <typename T, QuantRule R>
+void quantize_rule(const QuantArgs& a, int64_t r0, int64_t r1) {
   T* y = static_cast<T*>(a.y);
-  const bool mul = a.rule == QuantRule::kTorch;
+  const float* x = a.x;
+  const int32_t qmin = a.qmin, qmax = a.qmax;
   if (a.nparams == 1) {
     const float s = a.scale[0];
     const int32_t zp = a.zp[0];
     const int64_t i0 = r0 * a.C, i1 = r1 * a.C;
-    if (mul) {
-      for (int64_t i = i0; i < i1; ++i) y[i] = quant_one<T>(a.x[i] * s, a.rule, zp, a.qmin, a.qmax);
-    } else {
-      for (int64_t i = i0; i < i1; ++i) y[i] = quant_one<T>(a.x[i] / s, a.rule, zp, a.qmin, a.qmax);
-    }
+    for (int64_t i = i0; i < i1; ++i)
+      y[i] = quant_one<T, R>(R == QuantRule::kTorch ? x[i] * s : x[i] / s, zp, qmin, qmax);
     return;
   }
   for (int64_t r = r0; r < r1; ++r) {
-    const float* x = a.x + r * a.C;
+    const float* xr = x + r * a.C;
     T* out = y + r * a.C;
-    for (int64_t c = 0; c < a.C; ++c) {
-      const float v = mul ? x[c] * a.scale[c] : x[c] / a.scale[c];
-      out[c] = quant_one<T>(v, a.rule, a.zp[c], a.qmin, a.qmax);
-    }
+    for (int64_t c = 0; c < a.C; ++c)
+      out[c] = quant_one<T, R>(R == QuantRule::kTorch ? xr[c] * a.scale[c] : xr[c] / a.scale[c], a.zp[c], qmin, qmax);
+  }
+}
+
+template <typename T>
+void quantize(const QuantArgs& a, int64_t r0, int64_t r1) {
+  switch (a.rule) {
+    case QuantRule::kTorch: quantize_rule<T, QuantRule::kTorch>(a, r0, r1); break;
+    case QuantRule::kTflite: quantize_rule<T, QuantRule::kTflite>(a, r0, r1); break;
+    default: quantize_rule<T, QuantRule::kOnnx>(a, r0, r1); break;
   }
 }
 

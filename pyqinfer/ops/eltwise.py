@@ -287,7 +287,7 @@ def quantize_linear(x, scale, zero_point=None, *, rule="onnx", dtype=None):
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"x must be a real array, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
+    arr = arr.astype(np.float32, copy=False)
     if np.isnan(arr).any():
         raise ValueError("x contains NaN; NaN has no quantized value")
     s, z = _params(arr, scale, zero_point, dt)

@@ -48,6 +48,13 @@ DwPackedWeights::DwPackedWeights(const uint8_t* w, bool w_signed, int64_t C, int
       sum[c] += static_cast<uint32_t>(v);
     }
   }
+  // Tap pairs for vpmaddwd: per pair q and 32-channel block b, 64 int16 lanes
+  // [lo: 16 (w[2q], w[2q+1]) pairs | hi: 16 pairs], see dw_pair_index.
+  const int64_t Tp = (T + 1) / 2;
+  pairs_ = std::make_unique<AlignedBuffer>(static_cast<size_t>(Tp * Cp_ * 2) * sizeof(int16_t));
+  int16_t* d2 = reinterpret_cast<int16_t*>(pairs_->data());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) d2[(t / 2) * Cp_ * 2 + dw_pair_index(c) + (t % 2)] = static_cast<int16_t>(dst[t * Cp_ + c]);
   wsum_.resize(C);
   for (int64_t c = 0; c < C; ++c) wsum_[c] = static_cast<int32_t>(sum[c]);
 }
@@ -92,7 +99,9 @@ void dwconv(const DwArgs& a) {
   p.C = C;
   p.Cp = Cp;
   p.taps = T;
+  p.ind_stride = (T + 1) / 2 * 2;
   p.w = w.packed();
+  p.w2 = w.packed_pairs();
   p.epi.out_kind = a.out_kind;
   p.epi.zp_y = a.zp_y;
   p.epi.lo = a.lo;
@@ -138,7 +147,7 @@ void dwconv(const DwArgs& a) {
   parallel_for(nthreads, nthreads, [&](int task) {
     const int64_t r0 = rows * task / nthreads, r1 = rows * (task + 1) / nthreads;
     if (r0 >= r1) return;
-    std::vector<const uint8_t*> ind(static_cast<size_t>(OW * T));
+    std::vector<const uint8_t*> ind(static_cast<size_t>(OW * p.ind_stride), zr);
     AlignedBuffer acc(static_cast<size_t>(Cp) * sizeof(int32_t));
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / OH, oh = r % OH;
@@ -153,6 +162,7 @@ void dwconv(const DwArgs& a) {
             *ip++ = (row_ok && iw >= 0 && iw < W) ? img + (ih * W + iw) * C : zr;
           }
         }
+        ip += p.ind_stride - T;  // the pad pointer (if any) stays at the za row
       }
       kern->row(p, ind.data(), OW, static_cast<uint8_t*>(a.out) + static_cast<size_t>(r) * row_bytes,
                 reinterpret_cast<int32_t*>(acc.data()));

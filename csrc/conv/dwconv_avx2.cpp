@@ -1,6 +1,7 @@
-// AVX2 depthwise path: 8 channels per ymm, blocks of 32 channels (4
-// accumulators); the last C % 8 channels go through a scalar loop (AVX2 has no
-// masked byte load, and the input must not be read past its last channel).
+// AVX2 depthwise path: 16 channels x 2 taps per lo/hi ymm pair and vpmaddwd
+// (dwconv_simd_impl.h), blocks of 32 channels (4 accumulators); the last C % 16
+// channels go through a scalar loop (AVX2 has no masked byte load, and the input
+// must not be read past its last channel).
 #include <immintrin.h>
 
 #include "conv/dwconv_simd_impl.h"
@@ -10,15 +11,29 @@ namespace {
 
 struct Avx2Ops {
   using V = __m256i;
-  static constexpr int kLanes = 8;
-  static V load(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
-  static void store(int32_t* p, V v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
-  template <bool S>
-  static V load_x(const uint8_t* p) {
-    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    return S ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+  using Mask = int;  // unused: the channel tail is scalar
+  static constexpr int kBlock = 16;
+  static V zero() { return _mm256_setzero_si256(); }
+  static Mask tail_mask(int64_t) { return 0; }
+  template <bool S, bool Masked>
+  static void load_pair(const uint8_t* a, const uint8_t* b, Mask, V& lo, V& hi) {
+    static_assert(!Masked, "AVX2 has no masked byte loads");
+    const __m128i ba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    const __m128i bb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    const V wa = S ? _mm256_cvtepi8_epi16(ba) : _mm256_cvtepu8_epi16(ba);
+    const V wb = S ? _mm256_cvtepi8_epi16(bb) : _mm256_cvtepu8_epi16(bb);
+    lo = _mm256_unpacklo_epi16(wa, wb);
+    hi = _mm256_unpackhi_epi16(wa, wb);
   }
-  static V madd(V acc, V x, V w) { return _mm256_add_epi32(acc, _mm256_mullo_epi32(x, w)); }
+  static int64_t w_offset(int64_t c0) { return c0 / 32 * 64 + (c0 / 16 % 2) * 16; }
+  static V wload(const int16_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static V madd(V acc, V x, V w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
+  static void finish(V lo, V hi, const int32_t* ct, int32_t* acc) {
+    const V c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ct));
+    const V c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ct + 8));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(acc), _mm256_add_epi32(c0, _mm256_permute2x128_si256(lo, hi, 0x20)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 8), _mm256_add_epi32(c1, _mm256_permute2x128_si256(lo, hi, 0x31)));
+  }
   template <bool S>
   static void tail(const DwProblem& p, const uint8_t* const* pt, int64_t c0, int32_t* acc) {
     for (int64_t c = c0; c < p.C; ++c) {
@@ -33,7 +48,7 @@ struct Avx2Ops {
   }
 };
 
-const DwKernel kAvx2 = {"dwconv_avx2_mul32", dw_simd::row<Avx2Ops>};
+const DwKernel kAvx2 = {"dwconv_avx2_madd16", dw_simd::row<Avx2Ops>};
 
 }  // namespace
 

@@ -16,7 +16,7 @@ void scalar_row_t(const DwProblem& p, const uint8_t* const* ind, int64_t npix, v
   const int64_t C = p.C, Cp = p.Cp, T = p.taps;
   uint32_t* s = reinterpret_cast<uint32_t*>(acc);
   for (int64_t pix = 0; pix < npix; ++pix) {
-    const uint8_t* const* pt = ind + pix * T;
+    const uint8_t* const* pt = ind + pix * p.ind_stride;
     for (int64_t c = 0; c < C; ++c) s[c] = static_cast<uint32_t>(p.colterm[c]);
     for (int64_t t = 0; t < T; ++t) {
       const uint8_t* x = pt[t];

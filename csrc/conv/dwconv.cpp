@@ -144,8 +144,10 @@ void dwconv(const DwArgs& a) {
   int nthreads = get_num_threads();
   nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({nthreads, macs / kMinMacsPerThread, rows})));
   const uint8_t* zr = zrow.data();
-  parallel_for(nthreads, nthreads, [&](int task) {
-    const int64_t r0 = rows * task / nthreads, r1 = rows * (task + 1) / nthreads;
+  // About 4 tasks per thread, so the pool can rebalance when a core is busy elsewhere.
+  const int64_t tasks = nthreads == 1 ? 1 : std::min<int64_t>(rows, 4 * nthreads);
+  parallel_for(static_cast<int>(tasks), nthreads, [&](int task) {
+    const int64_t r0 = rows * task / tasks, r1 = rows * (task + 1) / tasks;
     if (r0 >= r1) return;
     std::vector<const uint8_t*> ind(static_cast<size_t>(OW * p.ind_stride), zr);
     AlignedBuffer acc(static_cast<size_t>(Cp) * sizeof(int32_t));

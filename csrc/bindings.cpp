@@ -133,6 +133,7 @@ py::array qgemm(const py::array& a, int32_t a_zero_point, const PackedWeights& w
 namespace pyq {
 void bind_lowbit_gemm(py::module_& m);  // csrc/qgemm/bindings_lowbit.cpp: int4 / low-bit GEMM
 void bind_conv(py::module_& m);         // csrc/conv/bindings_conv.cpp
+void bind_dwconv(py::module_& m);       // csrc/conv/bindings_dwconv.cpp: depthwise kernel
 void bind_eltwise(py::module_& m);      // csrc/eltwise/bindings_eltwise.cpp: pool, add, concat, (re)quantize
 }  // namespace pyq
 
@@ -188,5 +189,6 @@ PYBIND11_MODULE(_core, m) {
 
   pyq::bind_lowbit_gemm(m);
   pyq::bind_conv(m);
+  pyq::bind_dwconv(m);
   pyq::bind_eltwise(m);
 }

@@ -163,3 +163,23 @@ void qgemm(const GemmArgs& g) {
 }
 
 }  // namespace pyq
+
+namespace pyq {
+
+void fold_zero_points(const PackedWeights& w, int32_t a_zero_point, bool a_signed, const int32_t* bias,
+                      int32_t* colterm) {
+  const uint32_t za = static_cast<uint32_t>(a_zero_point + (a_signed ? 128 : 0));
+  const uint32_t K = static_cast<uint32_t>(w.K());
+  for (int64_t n = 0; n < w.N(); ++n) {
+    uint32_t t = bias ? static_cast<uint32_t>(bias[n]) : 0u;
+    t -= za * static_cast<uint32_t>(w.colsum()[n]);
+    t += K * za * static_cast<uint32_t>(w.zw()[n]);
+    colterm[n] = static_cast<int32_t>(t);
+  }
+}
+
+void activation_row_sums(const uint8_t* a, int64_t M, int64_t K, int64_t lda, bool a_signed, int32_t* rowsum) {
+  row_sums(a, M, K, lda, a_signed, rowsum);
+}
+
+}  // namespace pyq

@@ -120,3 +120,18 @@ struct GemmArgs {
 void qgemm(const GemmArgs& args);
 
 }  // namespace pyq
+
+namespace pyq {
+
+// Zero-point folding shared by the operators built on the GEMM microkernels
+// (docs/semantics.md section 8): colterm[n] = bias[n] - za'*colsum[n] +
+// K*za'*zw'[n] (mod 2^32), with za' the activation zero point in the uint8
+// domain (+128 for int8 activations). bias may be null. colterm has w.N() entries.
+void fold_zero_points(const PackedWeights& w, int32_t a_zero_point, bool a_signed, const int32_t* bias,
+                      int32_t* colterm);
+
+// rowsum[m] = sum_k a'[m,k] (mod 2^32), a' the uint8-domain activations the
+// microkernel sees (int8 enters as x ^ 0x80). Needed only when w.any_zw().
+void activation_row_sums(const uint8_t* a, int64_t M, int64_t K, int64_t lda, bool a_signed, int32_t* rowsum);
+
+}  // namespace pyq

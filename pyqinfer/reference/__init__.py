@@ -7,6 +7,7 @@ float32 numpy arithmetic exactly where the contract says float32.
 from .accum import accumulate, accumulator_bound, can_overflow
 from .arith import (INT32_MAX, INT32_MIN, mbqm_double, mbqm_single, quantize_multiplier,
                     rhaz, rne, rounding_divide_by_pot, srdhm, wrap32)
+from .conv import conv_accumulate, conv_integer, conv_output_shape, qlinear_conv, same_pads
 from .dtypes import dtype_range
 from .eltwise import (ADD_RULES, add_params, clip, max_pool, pool_geometry, qlinear_add,
                       qlinear_average_pool, qlinear_concat, qlinear_global_average_pool, relu,
@@ -29,4 +30,5 @@ __all__ = [
     "ADD_RULES", "add_params", "clip", "max_pool", "pool_geometry", "qlinear_add",
     "qlinear_average_pool", "qlinear_concat", "qlinear_global_average_pool", "relu",
     "requantize_int32", "requantize_tensor",
+    "conv_accumulate", "conv_integer", "qlinear_conv", "conv_output_shape", "same_pads",
 ]

@@ -1,4 +1,4 @@
-"""The ``pyqinfer`` command line: ``selfcheck``, ``bench gemm`` and ``demo``.
+"""The ``pyqinfer`` command line: ``selfcheck``, ``bench gemm``, ``bench conv`` and ``demo``.
 
 Every entry point is ``main(argv=None) -> int`` so tests can call it in-process.
 """
@@ -42,6 +42,19 @@ examples:
   pyqinfer bench gemm --threads 1,2 --max-other 5   # on a shared VM: wait for quiet, retry noisy rows
 """
 
+
+CONV_EPILOG = """\
+layers (batch 1, uint8 x, int8 w, per-channel scales, int32 bias, uint8 out, fp32 mode):
+  r18_3x3_64x56 r18_3x3_128x28 r18_3x3_256x14 r18_3x3_512x7   ResNet-18 3x3, pad 1
+  r18_3x3_64to128_s2                                           3x3 stride 2, 56x56 -> 28x28
+  mb2_dw_144x56 mb2_dw_384x14                                  depthwise 3x3 (group = C)
+  mb2_pw_24to144x56 mb2_pw_144to24x56 mb2_pw_64to384x14 mb2_pw_160to960x7   pointwise 1x1
+--quick: r18_3x3_64x56, r18_3x3_512x7, mb2_dw_144x56, mb2_pw_24to144x56.
+
+examples:
+  pyqinfer bench conv --threads 1,2
+  pyqinfer bench conv --layers r18_3x3_64x56,mb2_pw_24to144x56 --threads 2 --json out.json
+"""
 
 # ------------------------------------------------------------------------- selfcheck
 
@@ -241,6 +254,68 @@ def run_bench_gemm(args, out=sys.stdout):
     return 0
 
 
+def _layer_list(text):
+    from .bench.conv import LAYERS
+
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    bad = [n for n in names if n not in LAYERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown layer(s) {bad or text!r}; choose from {', '.join(LAYERS)}")
+    return names
+
+
+def run_bench_conv(args, out=sys.stdout):
+    import pyqinfer
+    from .bench import conv, gemm
+    from .bench.peak import available_cores
+
+    layers = args.layers or (conv.QUICK_LAYERS if args.quick else list(conv.LAYERS))
+    threads = args.threads or sorted({1, available_cores()})
+    target = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.3)
+    to_stdout_json = args.json == "-"
+    log = sys.stderr if to_stdout_json else out
+    old_path = pyqinfer.get_kernel_path()
+    if args.kernel_path:
+        pyqinfer.set_kernel_path(args.kernel_path)
+    try:
+        env = gemm.environment({})
+        print(f"pyqinfer {env['pyqinfer']}, kernel {env['kernel']} (path {env['kernel_path']}); "
+              f"onnxruntime {env['onnxruntime'] or 'not installed'}", file=log)
+        print(f"cpu: {env['cpu']}, {env['cores']} cores; load average {env['loadavg_1min']:.2f}", file=log)
+        if (env["loadavg_1min"] or 0) > 0.5:
+            print(f"WARNING: load average {env['loadavg_1min']:.2f}: other processes are running; "
+                  "multi-threaded figures on a 2-core machine will be unreliable", file=log)
+
+        def progress(rec):
+            if to_stdout_json:
+                print(f"  {rec['layer']} threads={rec['threads']} done", file=log)
+
+        records = conv.run_conv_bench(layers, threads, min_runs=args.repeats, target_seconds=target,
+                                      with_ort=False if args.no_ort else None, progress=progress,
+                                      max_other=None if args.max_other is None else args.max_other / 100)
+    finally:
+        pyqinfer.set_kernel_path(old_path)
+    env["loadavg_1min_end"] = gemm._loadavg()
+    if args.json:
+        doc = {"environment": env, "command": "pyqinfer " + " ".join(args.argv), "records": records}
+        text = json.dumps(doc, indent=1)
+        if to_stdout_json:
+            print(text, file=out)
+            return 0
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    for th in threads:
+        print(f"\n## threads = {th}", file=out)
+        print(conv.format_table([r for r in records if r["threads"] == th], markdown=args.markdown), file=out)
+    print("\n" + conv.LEGEND, file=out)
+    bad = [r["layer"] for r in records if r.get("exact_vs_ort") is False or not r["exact_nhwc_nchw"]]
+    if bad:
+        print(f"\nWARNING: outputs differ (from ORT or between layouts) in: {', '.join(bad)}", file=out)
+    if args.json:
+        print(f"\nwrote {args.json}", file=out)
+    return 0
+
+
 def _print_env(env, out):
     pk = env["peak"]
     per_core = pk.get("gops_per_core")
@@ -276,7 +351,7 @@ def build_parser():
                                     "QLinearMatMul in every requant mode. Exits 1 on any mismatch.")
     sc.add_argument("-v", "--verbose", action="store_true", help="list every mismatch")
 
-    bench = sub.add_parser("bench", help="benchmarks (bench gemm)",
+    bench = sub.add_parser("bench", help="benchmarks (bench gemm, bench conv)",
                            description="Benchmarks. Run 'pyqinfer bench gemm --help'.")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH")
     g = bsub.add_parser("gemm", help="int8 GEMM: pyqinfer vs ONNX Runtime vs numpy",
@@ -304,6 +379,26 @@ def build_parser():
     g.add_argument("--kernel-path", metavar="NAME",
                    help="force a pyqinfer kernel path for the run (default: the active one)")
 
+    c = bsub.add_parser("conv", help="int8 convolution: pyqinfer vs ONNX Runtime QLinearConv",
+                        description="Time pyqinfer's qlinear_conv (NHWC and NCHW) against ONNX Runtime "
+                                    "QLinearConv on ResNet-18 3x3 layers, a strided layer and "
+                                    "MobileNetV2-style depthwise and pointwise layers (batch 1), and "
+                                    "check the outputs are bit-identical.",
+                        epilog=CONV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--layers", type=_layer_list, metavar="NAME,...", help="comma-separated layer names (default: all)")
+    c.add_argument("--threads", type=_int_list, metavar="N,...",
+                   help="comma-separated thread counts (default: 1 and all cores)")
+    c.add_argument("--repeats", type=int, default=5, metavar="N", help="at least N timed runs per engine (default 5)")
+    c.add_argument("--min-time", type=float, metavar="S",
+                   help="time each engine for at least S seconds (default 0.3, 0.1 with --quick)")
+    c.add_argument("--quick", action="store_true", help="four layers, short timing")
+    c.add_argument("--json", metavar="PATH", help="also write the records as JSON to PATH ('-': stdout only)")
+    c.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    c.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    c.add_argument("--max-other", type=float, metavar="PCT",
+                   help="wait for other processes to use <= PCT%% of the CPU before each row; retry noisy rows")
+    c.add_argument("--kernel-path", metavar="NAME", help="force a pyqinfer kernel path for the run")
+
     sub.add_parser("demo", help="selfcheck, then bench gemm --quick (under a minute)",
                    description="The README's main job: 'pyqinfer selfcheck' followed by "
                                "'pyqinfer bench gemm --quick'.")
@@ -324,11 +419,11 @@ def main(argv=None):
     if args.command == "selfcheck":
         return 1 if run_selfcheck(verbose=args.verbose) else 0
     if args.command == "bench":
-        if args.bench != "gemm":
-            parser.error("bench needs a benchmark name: 'pyqinfer bench gemm' (see --help)")
+        if args.bench not in ("gemm", "conv"):
+            parser.error("bench needs a benchmark name: 'pyqinfer bench gemm' or 'bench conv' (see --help)")
         if args.repeats < 1:
             parser.error("--repeats must be >= 1")
-        return run_bench_gemm(args)
+        return run_bench_gemm(args) if args.bench == "gemm" else run_bench_conv(args)
     if args.command == "demo":
         if run_selfcheck():
             print("demo: selfcheck failed; not benchmarking wrong results", file=sys.stderr)

@@ -364,3 +364,18 @@ def test_packed_weights_mismatch():
     with pytest.raises(ValueError, match="larger than the padded input"):
         pyqinfer._core.qconv(np.zeros((1, 2, 2, 4), np.uint8), 0, w._core, [1, 1], [0, 0, 0, 0], [1, 1], None,
                              "int32", None, 0, 0, 0)
+
+
+def test_bench_conv_cli_runs(capsys):
+    """`pyqinfer bench conv` runs end to end on one small layer and reports exact outputs."""
+    import json
+
+    from pyqinfer import cli
+
+    assert cli.main(["bench", "conv", "--layers", "mb2_pw_160to960x7", "--threads", "1", "--repeats", "1",
+                     "--min-time", "0.01", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (rec,) = doc["records"]
+    assert rec["layer"] == "mb2_pw_160to960x7" and rec["exact_nhwc_nchw"]
+    assert rec.get("exact_vs_ort", True)
+    assert rec["gops"]["pyq_nhwc"] > 0

@@ -28,9 +28,24 @@ def version():
     return onnxruntime.__version__
 
 
-def _session(op, a, initializers, out_dtype, threads):
+def _runner(graph, input_name, value, threads):
+    """A callable running the one-input ``graph`` on ``value`` with ``threads`` intra-op threads."""
     import onnx
     import onnxruntime as ort
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feed = {input_name: value}
+    return lambda: sess.run(None, feed)[0]
+
+
+def _session(op, a, initializers, out_dtype, threads):
     from onnx import helper, numpy_helper
 
     names = ["a"] + [n for n, _ in initializers]
@@ -42,15 +57,7 @@ def _session(op, a, initializers, out_dtype, threads):
         [helper.make_tensor_value_info("a", elem(a.dtype), list(a.shape))],
         [helper.make_tensor_value_info("y", elem(np.dtype(out_dtype)), [M, N])],
         [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    onnx.checker.check_model(model)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feed = {"a": a}
-    return lambda: sess.run(None, feed)[0]
+    return _runner(graph, "a", a, threads)
 
 
 def matmul_integer(a, b, a_zero_point, b_zero_point, threads):
@@ -72,3 +79,27 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
              ("y_scale", np.asarray(y_scale, np.float32)),
              ("y_zero_point", np.asarray(y_zero_point))]
     return _session("QLinearMatMul", a, inits, np.asarray(y_zero_point).dtype, threads)
+
+
+def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias,
+                 attrs, out_shape, threads):
+    """A callable running ORT QLinearConv (NCHW) with every input but ``x`` a constant initializer."""
+    from onnx import helper, numpy_helper
+
+    inits = [("x_scale", np.asarray(x_scale, np.float32)),
+             ("x_zero_point", np.asarray(x_zero_point, x.dtype)),
+             ("w", w),
+             ("w_scale", np.asarray(w_scale, np.float32)),
+             ("w_zero_point", np.asarray(w_zero_point, w.dtype)),
+             ("y_scale", np.asarray(y_scale, np.float32)),
+             ("y_zero_point", np.asarray(y_zero_point))]
+    if bias is not None:
+        inits.append(("B", np.asarray(bias, np.int32)))
+    elem = helper.np_dtype_to_tensor_dtype
+    node = helper.make_node("QLinearConv", ["x"] + [n for n, _ in inits], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node], "QLinearConv",
+        [helper.make_tensor_value_info("x", elem(x.dtype), list(x.shape))],
+        [helper.make_tensor_value_info("y", elem(np.asarray(y_zero_point).dtype), list(out_shape))],
+        [numpy_helper.from_array(v, n) for n, v in inits])
+    return _runner(graph, "x", x, threads)

@@ -28,7 +28,7 @@ environment: PYQINFER_NUM_THREADS (default thread count), PYQINFER_KERNEL_PATH
 GEMM_EPILOG = """\
 shapes are MxKxN (A is [M,K], B is [K,N]); a single number S means SxSxS.
 default shapes: 1x1024x1024, 64x1024x1024, 512x512x512, 1024x1024x1024,
-2048x2048x2048, 1x4096x4096. --quick: 1x1024x1024, 64x1024x1024, 1024x1024x1024.
+2048x2048x2048, 1x4096x4096, 1x8192x8192. --quick: 1x1024x1024, 64x1024x1024, 1024x1024x1024.
 
 Each engine is warmed up and timed interleaved with the others (blocks of calls,
 round-robin), until it has --repeats samples and --min-time seconds; the median is
@@ -249,6 +249,9 @@ def run_bench_gemm(args, out=sys.stdout):
     if bad:
         print(f"\nWARNING: pyqinfer's int32 output differs from ORT's in {len(bad)} rows; "
               "see pyq_equals_exact / ort_equals_exact in --json", file=out)
+    bad4 = [r for r in records if r.get("exact_u8s4_i32") is False]
+    if bad4:
+        print(f"\nWARNING: pyqinfer's int4-weight output differs from the exact sum in {len(bad4)} rows", file=out)
     if args.json:
         print(f"\nwrote {args.json}", file=out)
     return 0
@@ -358,7 +361,8 @@ def build_parser():
                         description="Time pyqinfer's u8s8 and s8s8 GEMM (int32 and requantized "
                                     "8-bit output) against ONNX Runtime MatMulInteger / "
                                     "QLinearMatMul and numpy float32, and check pyqinfer's output "
-                                    "equals ORT's bit for bit.",
+                                    "equals ORT's bit for bit; also pyqinfer's int4-weight GEMM "
+                                    "against its int8 GEMM (s4/s8).",
                         epilog=GEMM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--shapes", type=_shape_list, metavar="MxKxN,...",
                    help="comma-separated shapes (default: the full set; see below)")

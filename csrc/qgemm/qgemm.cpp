@@ -31,12 +31,44 @@ const GemmKernel* gemm_kernel_for(KernelPath p) {
   }
 }
 
+const GemmKernel* gemm_kernel_for(KernelPath p, int weight_bits) {
+#if defined(PYQ_X86)
+  if (p == KernelPath::kAvx512vnni && weight_bits <= 4) return avx512vnni_w4_gemm_kernel();
+#endif
+  (void)weight_bits;
+  return gemm_kernel_for(p);
+}
+
+int32_t PackedWeights::domain_shift(const GemmKernel* k) const {
+#if defined(PYQ_X86)
+  if (k == avx512vnni_w4_gemm_kernel()) return signed_ ? 8 : 128;
+#endif
+  (void)k;
+  return 0;
+}
+
 PackedWeights::PackedWeights(const uint8_t* b, bool b_signed, int64_t K, int64_t N, int64_t ldb,
-                             const int32_t* zero_points, int64_t n_zero_points)
-    : K_(K), N_(N), signed_(b_signed) {
+                             const int32_t* zero_points, int64_t n_zero_points, int bits)
+    : K_(K), N_(N), signed_(b_signed), bits_(bits) {
   if (K <= 0 || N <= 0) throw std::invalid_argument("weights must have K > 0 and N > 0");
   if (n_zero_points != 1 && n_zero_points != N)
     throw std::invalid_argument("weight zero point must be a scalar or have N entries");
+  if (bits < (b_signed ? 2 : 1) || bits > 8) throw std::invalid_argument("weight bits out of range");
+  // Declared width range, in the original domain.
+  const int32_t qmin = b_signed ? -(1 << (bits - 1)) : 0;
+  const int32_t qmax = b_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+  for (int64_t i = 0; i < n_zero_points; ++i)
+    if (zero_points[i] < qmin || zero_points[i] > qmax)
+      throw std::invalid_argument("b_zero_point outside the declared weight width");
+  if (bits < 8) {
+    for (int64_t k = 0; k < K; ++k) {
+      const uint8_t* row = b + k * ldb;
+      for (int64_t n = 0; n < N; ++n) {
+        const int32_t v = b_signed ? static_cast<int8_t>(row[n]) : static_cast<int32_t>(row[n]);
+        if (v < qmin || v > qmax) throw std::invalid_argument("b has a value outside the declared weight width");
+      }
+    }
+  }
   w_nk_.resize(static_cast<size_t>(N) * K);
   zp_.resize(N);
   zw_.resize(N);
@@ -62,7 +94,14 @@ const uint8_t* PackedWeights::packed_for(const GemmKernel* k) const {
   auto it = packs_.find(k);
   if (it != packs_.end()) return it->second->data();
   auto buf = std::make_unique<AlignedBuffer>(k->packed_size(N_, K_));
-  k->pack(w_nk_.data(), N_, K_, buf->data());
+  const int32_t shift = domain_shift(k);
+  if (shift == 0) {
+    k->pack(w_nk_.data(), N_, K_, buf->data());
+  } else {  // the kernel's own weight domain (nibbles in [0, 15])
+    std::vector<int8_t> shifted(w_nk_.size());
+    for (size_t i = 0; i < w_nk_.size(); ++i) shifted[i] = static_cast<int8_t>(w_nk_[i] + shift);
+    k->pack(shifted.data(), N_, K_, buf->data());
+  }
   const uint8_t* p = buf->data();
   packs_.emplace(k, std::move(buf));
   return p;
@@ -99,20 +138,35 @@ void qgemm(const GemmArgs& g) {
   const int64_t M = g.M, N = w.N(), K = w.K();
   if (g.K != K) throw std::invalid_argument("activation K does not match the packed weights");
   if (M == 0) return;
-  const GemmKernel* kern = gemm_kernel_for(active_path());
+  const GemmKernel* kern = gemm_kernel_for(active_path(), w.bits());
 
   // Zero-point folding (docs/semantics.md): with x' = x (+128 for int8) and
   // za' its zero point, sum (x'-za')(w'-zw') = raw - zw'*rowsum + colterm,
-  // colterm = bias - za'*colsum + K*za'*zw', all modulo 2^32.
+  // colterm = bias - za'*colsum + K*za'*zw', all modulo 2^32. A kernel with its
+  // own weight domain (w'' = w' + shift, section 9.4) has zw'' = zw' + shift and
+  // colsum'' = colsum' + K*shift.
   const uint32_t za = static_cast<uint32_t>(g.a_zero_point + (g.a_signed ? 128 : 0));
-  std::vector<int32_t> colterm(N), rowsum;
+  const uint32_t shift = static_cast<uint32_t>(w.domain_shift(kern));
+  std::vector<int32_t> colterm(N), rowsum, zw_shifted;
+  bool any_zw = w.any_zw();
+  const int32_t* zw = w.zw().data();
+  if (shift != 0) {
+    zw_shifted.resize(N);
+    any_zw = false;
+    for (int64_t n = 0; n < N; ++n) {
+      zw_shifted[n] = static_cast<int32_t>(static_cast<uint32_t>(w.zw()[n]) + shift);
+      any_zw = any_zw || zw_shifted[n] != 0;
+    }
+    zw = zw_shifted.data();
+  }
   for (int64_t n = 0; n < N; ++n) {
+    const uint32_t colsum = static_cast<uint32_t>(w.colsum()[n]) + static_cast<uint32_t>(K) * shift;
     uint32_t t = g.bias ? static_cast<uint32_t>(g.bias[n]) : 0u;
-    t -= za * static_cast<uint32_t>(w.colsum()[n]);
-    t += static_cast<uint32_t>(K) * za * static_cast<uint32_t>(w.zw()[n]);
+    t -= za * colsum;
+    t += static_cast<uint32_t>(K) * za * static_cast<uint32_t>(zw[n]);
     colterm[n] = static_cast<int32_t>(t);
   }
-  if (w.any_zw()) {
+  if (any_zw) {
     rowsum.resize(M);
     row_sums(g.a, M, K, g.lda, g.a_signed, rowsum.data());
   }
@@ -126,8 +180,8 @@ void qgemm(const GemmArgs& g) {
   p.K = K;
   p.packed = w.packed_for(kern);
   p.colterm = colterm.data();
-  p.zw = w.any_zw() ? w.zw().data() : nullptr;
-  p.rowsum = w.any_zw() ? rowsum.data() : nullptr;
+  p.zw = any_zw ? zw : nullptr;
+  p.rowsum = any_zw ? rowsum.data() : nullptr;
   p.out_kind = g.out_kind;
   p.out = g.out;
   p.ldc = g.ldc;

@@ -71,18 +71,31 @@ const GemmKernel* scalar_gemm_kernel();
 const GemmKernel* avx2_gemm_kernel();
 const GemmKernel* avx512bw_gemm_kernel();
 const GemmKernel* avx512vnni_gemm_kernel();
+// Weights of at most 4 bits kept as packed nibbles (qgemm_w4_avx512vnni.cpp). Its
+// pack() takes nibble-domain values in [0, 15] instead of s8-domain weights.
+const GemmKernel* avx512vnni_w4_gemm_kernel();
 #endif
 const GemmKernel* gemm_kernel_for(KernelPath p);
+// The kernel for weights of a declared width: <= 4 bits take the packed-nibble
+// kernel on the VNNI path; every other case is gemm_kernel_for(p).
+const GemmKernel* gemm_kernel_for(KernelPath p, int weight_bits);
 
 // Weights packed once, reused across calls. The uint8 weight dtype is mapped to
 // the int8 domain at pack time: (w - zw) == ((w - 128) - (zw - 128)).
+// `bits` is the declared width (docs/semantics.md section 9): the values (and
+// zero points) must lie in [0, 2^bits-1] (unsigned) or [-2^(bits-1), 2^(bits-1)-1]
+// (signed, bits >= 2); std::invalid_argument otherwise.
 class PackedWeights {
  public:
   PackedWeights(const uint8_t* b, bool b_signed, int64_t K, int64_t N, int64_t ldb,
-                const int32_t* zero_points, int64_t n_zero_points);
+                const int32_t* zero_points, int64_t n_zero_points, int bits = 8);
   int64_t K() const { return K_; }
   int64_t N() const { return N_; }
   bool weights_signed() const { return signed_; }
+  int bits() const { return bits_; }
+  // What a kernel's weight domain adds to the s8-domain weights and zero points:
+  // 0, or for the nibble kernel 8 (signed) / 128 (unsigned), giving [0, 15].
+  int32_t domain_shift(const GemmKernel* k) const;
   const std::vector<int32_t>& zw() const { return zw_; }  // s8 domain
   bool any_zw() const { return any_zw_; }
   const std::vector<int32_t>& colsum() const { return colsum_; }
@@ -94,6 +107,7 @@ class PackedWeights {
  private:
   int64_t K_, N_;
   bool signed_;
+  int bits_;
   std::vector<int8_t> w_nk_;
   std::vector<int32_t> zp_, zw_, colsum_;
   bool any_zw_ = false;

@@ -10,6 +10,7 @@ pyq_u8s8_i32    ``ops.matmul_integer`` uint8 A, int8 B packed once -> int32
 pyq_u8s8_q8     ``ops.qlinear_matmul(mode="fp32")`` requantized to uint8
 pyq_s8s8_i32    as pyq_u8s8_i32 with int8 activations
 pyq_s8s8_q8     as pyq_u8s8_q8 with int8 activations and int8 output
+pyq_u8s4_i32    as pyq_u8s8_i32 with int4 weights (``pack_weights(bits=4)``, nibbles on VNNI)
 ort_u8s8_i32    ONNX Runtime MatMulInteger, B a constant initializer (pre-packed)
 ort_s8s8_i32    the same with int8 activations
 ort_u8s8_q8     ONNX Runtime QLinearMatMul u8s8 -> uint8, all but A constant
@@ -18,7 +19,9 @@ numpy_f32       ``a @ b`` in float32 (numpy's BLAS)
 
 GOP/s = 2*M*N*K / median seconds. Ratios compare pyqinfer with ORT u8s8
 MatMulInteger (int32 with int32, uint8 with QLinearMatMul's uint8); the
-``exact_*`` fields say whether pyqinfer's output equals ORT's bit for bit.
+``exact_*`` fields say whether pyqinfer's output equals ORT's bit for bit
+(``exact_u8s4_i32``: the int4-weight product equals the exact float64 sum).
+``s4_vs_s8`` is the int4-weight GEMM over pyqinfer's own int8 GEMM in the same run.
 """
 from __future__ import annotations
 
@@ -37,13 +40,13 @@ from .timing import time_interleaved
 
 #: The full shape set (M, K, N): batch-1 GEMV, small batch, square, and the N=K=4096 GEMV.
 DEFAULT_SHAPES = [(1, 1024, 1024), (64, 1024, 1024), (512, 512, 512), (1024, 1024, 1024),
-                  (2048, 2048, 2048), (1, 4096, 4096)]
+                  (2048, 2048, 2048), (1, 4096, 4096), (1, 8192, 8192)]
 #: ``--quick``: the README's main job; well under 30 s on 2 cores.
 QUICK_SHAPES = [(1, 1024, 1024), (64, 1024, 1024), (1024, 1024, 1024)]
 
 ENGINES = ("pyq_u8s8_i32", "pyq_u8s8_q8", "pyq_s8s8_i32", "pyq_s8s8_q8",
-           "ort_u8s8_i32", "ort_s8s8_i32", "ort_u8s8_q8", "numpy_f32")
-INT8_ENGINES = ENGINES[:-1]
+           "ort_u8s8_i32", "ort_s8s8_i32", "ort_u8s8_q8", "pyq_u8s4_i32", "numpy_f32")
+INT8_ENGINES = ENGINES[:-2]
 
 # zero points and scales of the synthetic layer (realistic, nonzero activation zero points)
 ZA_U8, ZA_S8, ZB = 128, -3, 0
@@ -128,6 +131,9 @@ class GemmCase:
         self.a_s8 = rng.integers(-128, 128, (M, K), dtype=np.int8)
         self.b = rng.integers(-128, 128, (K, N), dtype=np.int8)
         self.w = ops.pack_weights(self.b, np.int8(ZB))
+        self.b4 = rng.integers(-8, 8, (K, N), dtype=np.int8)
+        self.w4 = ops.pack_weights(self.b4, np.int8(ZB), bits=4)
+        self._exact4 = None
         self.a_f32 = self.a_u8.astype(np.float32)
         self.b_f32 = self.b.astype(np.float32)
         # |acc| has std ~ 74^2 sqrt(K); aim the requantized output at a std of ~40 levels
@@ -144,6 +150,7 @@ class GemmCase:
             "pyq_s8s8_i32": lambda: ops.matmul_integer(a_s8, w, ZA_S8),
             "pyq_s8s8_q8": lambda: ops.qlinear_matmul(a_s8, A_SCALE, ZA_S8, w, B_SCALE, ZB, sy,
                                                       zy_s8, mode="fp32"),
+            "pyq_u8s4_i32": lambda: ops.matmul_integer(a_u8, self.w4, ZA_U8),
         }
         if with_ort:
             b = self.b
@@ -158,6 +165,12 @@ class GemmCase:
     def exact_int32(self, a, za):
         """The exact int32 product via float64 BLAS (exact: |acc| < 2^53, no int32 wrap here)."""
         return (a.astype(np.float64) - za) @ self.b.astype(np.float64)
+
+    def exact_u8s4(self):
+        """The exact int4-weight product (computed once per shape)."""
+        if self._exact4 is None:
+            self._exact4 = (self.a_u8.astype(np.float64) - ZA_U8) @ self.b4.astype(np.float64)
+        return self._exact4
 
 
 class _ForeignCpu:
@@ -226,7 +239,7 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
                                          target_seconds=target_seconds)
             time.sleep(NUMPY_SETTLE_SECONDS)
             # correctness (this is also a warm-up)
-            exact = {}
+            exact = {"exact_u8s4_i32": bool(np.array_equal(fns["pyq_u8s4_i32"](), case.exact_u8s4()))}
             if with_ort:
                 outs = {name: fns[name]() for name in INT8_ENGINES}
                 exact = {
@@ -257,16 +270,17 @@ def bench_case(case, threads, peak, *, min_runs=5, target_seconds=0.3, with_ort=
         "peak_gops": pk,
         "loadavg_1min": _loadavg(),
         "other_cpu_fraction": foreign.fraction,
-        "frac_peak": {n: (gops[n] / pk if pk else None) for n in INT8_ENGINES if n in gops},
+        "frac_peak": {n: (gops[n] / pk if pk else None) for n in INT8_ENGINES + ("pyq_u8s4_i32",) if n in gops},
+        "ratio": {"s4_vs_s8": gops["pyq_u8s4_i32"] / gops["pyq_u8s8_i32"]},
     }
     if with_ort:
         ort_u8 = gops["ort_u8s8_i32"]
-        rec["ratio"] = {
+        rec["ratio"].update({
             "u8s8_i32": gops["pyq_u8s8_i32"] / ort_u8,
             "s8s8_i32": gops["pyq_s8s8_i32"] / ort_u8,
             "s8s8_vs_ort_s8s8": gops["pyq_s8s8_i32"] / gops["ort_s8s8_i32"],
             "u8s8_q8": gops["pyq_u8s8_q8"] / gops["ort_u8s8_q8"],
-        }
+        })
     rec.update(exact)
     return rec
 
@@ -335,7 +349,7 @@ def run_gemm_bench(shapes=None, threads=None, *, min_runs=5, target_seconds=0.3,
 _COLUMNS = [  # (header, engine) for the GOP/s columns
     ("u8s8", "pyq_u8s8_i32"), ("u8s8>u8", "pyq_u8s8_q8"), ("s8s8", "pyq_s8s8_i32"),
     ("s8s8>s8", "pyq_s8s8_q8"), ("ORT u8s8", "ort_u8s8_i32"), ("ORT s8s8", "ort_s8s8_i32"),
-    ("ORT QLMM", "ort_u8s8_q8"), ("np f32", "numpy_f32"),
+    ("ORT QLMM", "ort_u8s8_q8"), ("np f32", "numpy_f32"), ("u8s4", "pyq_u8s4_i32"),
 ]
 
 
@@ -346,18 +360,19 @@ def _fmt(v, spec):
 def format_table(records, markdown=False):
     """A text (or Markdown) table of :func:`run_gemm_bench` records."""
     head = ["M x K x N", "thr"] + [h for h, _ in _COLUMNS] + \
-        ["u8s8/ORT", "s8s8/ORT", "u8>u8/QLMM", "u8s8 %pk", "s8s8 %pk", "exact", "other%"]
+        ["u8s8/ORT", "s8s8/ORT", "u8>u8/QLMM", "s4/s8", "u8s8 %pk", "s8s8 %pk", "exact", "other%"]
     rows = []
     for r in records:
         g, ratio, fp = r["gops"], r.get("ratio", {}), r["frac_peak"]
-        ex = [r.get(k) for k in ("exact_u8s8_i32", "exact_s8s8_i32", "exact_u8s8_q8")]
-        exact = "-" if ex[0] is None else ("yes" if all(ex) else
-                                           "NO(" + ",".join(n for n, e in zip(("u8", "s8", "q8"), ex)
-                                                            if not e) + ")")
+        keys = ("exact_u8s8_i32", "exact_s8s8_i32", "exact_u8s8_q8", "exact_u8s4_i32")
+        ex = [r.get(k) for k in keys]
+        exact = "-" if all(e is None for e in ex) else (
+            "yes" if all(e is not False for e in ex) else
+            "NO(" + ",".join(n for n, e in zip(("u8", "s8", "q8", "s4"), ex) if e is False) + ")")
         rows.append([f"{r['M']}x{r['K']}x{r['N']}", str(r["threads"])]
                     + [_fmt(g.get(e), ".1f") for _, e in _COLUMNS]
                     + [_fmt(ratio.get("u8s8_i32"), ".2f"), _fmt(ratio.get("s8s8_i32"), ".2f"),
-                       _fmt(ratio.get("u8s8_q8"), ".2f"),
+                       _fmt(ratio.get("u8s8_q8"), ".2f"), _fmt(ratio.get("s4_vs_s8"), ".2f"),
                        _fmt(None if fp.get("pyq_u8s8_i32") is None else 100 * fp["pyq_u8s8_i32"], ".1f"),
                        _fmt(None if fp.get("pyq_s8s8_i32") is None else 100 * fp["pyq_s8s8_i32"], ".1f"),
                        exact, _fmt(None if r.get("other_cpu_fraction") is None
@@ -375,8 +390,11 @@ LEGEND = """\
 GOP/s = 2*M*N*K / median time. u8s8/s8s8: pyqinfer ops.matmul_integer (int32 out), uint8/int8
 activations, int8 weights packed once; u8s8>u8, s8s8>s8: ops.qlinear_matmul mode=fp32 (8-bit out).
 np f32: numpy float32 a @ b, timed before (not interleaved with) the int8 engines.
+u8s4: ops.matmul_integer with int4 weights (pack_weights(bits=4); packed nibbles on VNNI);
+s4/s8: u8s4 GOP/s over pyqinfer's int8-weight u8s8 in the same run.
 ORT u8s8/s8s8: onnxruntime MatMulInteger, weight a constant initializer; ORT QLMM: QLinearMatMul u8s8.
 u8s8/ORT and s8s8/ORT: pyqinfer int32 GOP/s over ORT u8s8 MatMulInteger; u8>u8/QLMM: uint8-out
 pyqinfer over ORT QLinearMatMul. %pk: of the measured VNNI peak x min(threads, cores).
-exact: pyqinfer int32 == ORT int32 (u8s8 and s8s8) and uint8 == QLinearMatMul, bit for bit.
+exact: pyqinfer int32 == ORT int32 (u8s8 and s8s8) and uint8 == QLinearMatMul, bit for bit;
+u8s4 == the exact float64 sum.
 other%: CPU other processes used during the row, % of all cores (noise; want ~0)."""

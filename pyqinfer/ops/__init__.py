@@ -6,9 +6,11 @@ mirrored by :mod:`pyqinfer.reference`. One module per op family.
 """
 from .gemm import (  # noqa: F401
     MODES,
+    PackedInt4,
     PackedWeights,
     activation_bounds,
     matmul_integer,
+    pack_int4,
     pack_weights,
     qlinear_matmul,
 )
@@ -20,6 +22,8 @@ from .eltwise import *  # noqa: F401,F403
 __all__ = _conv.__all__ + _eltwise.__all__ + [
     "MODES",
     "PackedWeights",
+    "PackedInt4",
+    "pack_int4",
     "pack_weights",
     "matmul_integer",
     "qlinear_matmul",

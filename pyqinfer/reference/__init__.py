@@ -12,6 +12,9 @@ from .dtypes import dtype_range
 from .eltwise import (ADD_RULES, add_params, clip, max_pool, pool_geometry, qlinear_add,
                       qlinear_average_pool, qlinear_concat, qlinear_global_average_pool, relu,
                       requantize_int32, requantize_tensor)
+from .lowbit import (NAMED_WIDTHS, check_lowbit, lowbit_accumulate, lowbit_accumulator_bound,
+                     lowbit_can_overflow, lowbit_k_max, lowbit_matmul_integer, lowbit_qlinear_matmul,
+                     lowbit_range, unpack_int4_tensor)
 from .ops import MatMulInteger, QLinearMatMul, matmul_integer, qlinear_matmul
 from .quant import QUANTIZE_RULES, dequantize_linear, pack_int4, quantize_linear, unpack_int4
 from .requant import (MODES, Fp32Requant, PotRequant, Q31Requant, Q31SingleRequant,
@@ -31,4 +34,7 @@ __all__ = [
     "qlinear_average_pool", "qlinear_concat", "qlinear_global_average_pool", "relu",
     "requantize_int32", "requantize_tensor",
     "conv_accumulate", "conv_integer", "qlinear_conv", "conv_output_shape", "same_pads",
+    "NAMED_WIDTHS", "lowbit_range", "check_lowbit", "unpack_int4_tensor", "lowbit_matmul_integer",
+    "lowbit_qlinear_matmul", "lowbit_accumulate", "lowbit_accumulator_bound", "lowbit_can_overflow",
+    "lowbit_k_max",
 ]

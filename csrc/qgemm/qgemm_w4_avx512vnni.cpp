@@ -1,0 +1,175 @@
+// AVX-512 VNNI path for weights of at most 4 bits, kept packed as nibbles
+// (docs/semantics.md section 9.4): microkernel 6x64c8, 6 rows x 64 columns
+// (4 zmm), K in pairs of 4-byte groups. One 64-byte load holds 16 columns x 2
+// K groups: byte 4c+b of vector v has w''[8q+b][16v+c] in its low nibble and
+// w''[8q+4+b][16v+c] in its high nibble, unpacked with p & 0x0F and
+// (p >> 4) & 0x0F (vpandd / vpsrlw, off the vpdpbusd port) and fed to vpdpbusd
+// as s8 operands in [0, 15]. The weights stream at half the bytes of the int8
+// kernel, which is what makes batch-1 GEMV faster; compute-bound shapes run at
+// about the int8 kernel's speed.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "qgemm/epilogue.h"
+
+namespace pyq {
+namespace {
+
+constexpr int kNr = 64;
+constexpr int kMr = 6;
+
+inline int64_t k_pairs(int64_t K) { return (K + 7) / 8; }
+
+size_t w4_packed_size(int64_t N, int64_t K) {
+  const int64_t panels = (N + kNr - 1) / kNr;
+  return static_cast<size_t>(panels * kNr * k_pairs(K) * 4);
+}
+
+// w_nk: nibble-domain values in [0, 15], N rows of K. Panel p holds columns
+// [64p, 64p+64): for each pair q of K groups, nv*16 columns of 4 bytes. The last
+// panel is only nv = ceil(cols/16) vectors wide. Past N and K the nibbles are 0.
+void w4_pack(const int8_t* w_nk, int64_t N, int64_t K, uint8_t* dst) {
+  const int64_t kq = k_pairs(K);
+  const int64_t panels = (N + kNr - 1) / kNr;
+  auto at = [&](int64_t n, int64_t k) -> uint32_t {
+    return (n < N && k < K) ? static_cast<uint32_t>(w_nk[n * K + k]) & 0x0Fu : 0u;
+  };
+  for (int64_t pn = 0; pn < panels; ++pn) {
+    const int64_t n0 = pn * kNr;
+    const int64_t nv = (min64(kNr, N - n0) + 15) / 16;
+    uint8_t* out = dst + pn * kNr * kq * 4;
+    for (int64_t q = 0; q < kq; ++q) {
+      for (int64_t c = 0; c < nv * 16; ++c) {
+        for (int64_t b = 0; b < 4; ++b) {
+          const int64_t n = n0 + c, k = 8 * q + b;
+          *out++ = static_cast<uint8_t>(at(n, k) | (at(n, k + 4) << 4));
+        }
+      }
+    }
+  }
+}
+
+inline int32_t load_a4(const uint8_t* a) {
+  int32_t v;
+  std::memcpy(&v, a, 4);
+  return v;
+}
+
+// One K group of 4 for all rows: HI selects the high nibbles (K group 2q+1).
+template <int MR, int NV, bool HI, bool SIGNED_A>
+__attribute__((always_inline)) inline void kgroup(__m512i (&acc)[MR][NV], const uint8_t* const (&a)[MR], int64_t off,
+                                                  const uint8_t* b, __m512i mask, __m512i flip) {
+  __m512i bv[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    __m512i p = _mm512_load_si512(reinterpret_cast<const void*>(b + 64 * v));
+    if constexpr (HI) p = _mm512_srli_epi16(p, 4);
+    bv[v] = _mm512_and_si512(p, mask);
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    __m512i av = _mm512_set1_epi32(load_a4(a[r] + off));
+    if constexpr (SIGNED_A) av = _mm512_xor_si512(av, flip);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
+  }
+}
+
+template <int MR, int NV, bool SIGNED_A>
+void ukernel_6x64c8(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_t cnt) {
+  // With 1-2 rows the low and high nibbles accumulate separately so there are
+  // enough independent vpdpbusd chains to cover its latency.
+  constexpr int kSets = MR <= 2 ? 2 : 1;
+  const int64_t K = p.K;
+  const int64_t kfull = K / 8;
+  const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  const uint8_t* a[MR];
+  for (int r = 0; r < MR; ++r) a[r] = p.a + (m + r) * p.lda;
+
+  __m512i acc[kSets][MR][NV];
+#pragma GCC unroll 2
+  for (int s = 0; s < kSets; ++s)
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[s][r][v] = _mm512_setzero_si512();
+
+  // The last, partial pair of K groups runs through the same loop body with the
+  // activations copied into a zero-padded local buffer (the nibbles past K are 0,
+  // so the padding contributes nothing; the copy only keeps the reads in bounds).
+  uint8_t tail[MR][8] = {};
+  int64_t off = 0, count = kfull;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int64_t i = 0; i < count; ++i, off += 8) {
+      kgroup<MR, NV, false, SIGNED_A>(acc[0], a, off, bp, mask, flip);
+      kgroup<MR, NV, true, SIGNED_A>(acc[kSets - 1], a, off + 4, bp, mask, flip);
+      bp += NV * 64;
+    }
+    if (pass == 1 || K % 8 == 0) break;
+    for (int r = 0; r < MR; ++r) {
+      std::memcpy(tail[r], a[r] + off, static_cast<size_t>(K % 8));
+      a[r] = tail[r];
+    }
+    off = 0;
+    count = 1;
+  }
+
+  alignas(64) int32_t tile[MR][kNr];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512i s = acc[0][r][v];
+      if constexpr (kSets == 2) s = _mm512_add_epi32(s, acc[kSets - 1][r][v]);
+      _mm512_store_si512(reinterpret_cast<void*>(&tile[r][16 * v]), s);
+    }
+  }
+  for (int r = 0; r < MR; ++r) epilogue_row(p, m + r, n0, cnt, tile[r]);
+}
+
+template <int NV, bool SIGNED_A>
+void rows(const GemmProblem& p, int64_t m0, int64_t m1, const uint8_t* bp, int64_t n0, int64_t cnt) {
+  int64_t m = m0;
+  for (; m + kMr <= m1; m += kMr) ukernel_6x64c8<6, NV, SIGNED_A>(p, m, bp, n0, cnt);
+  switch (m1 - m) {
+    case 5: ukernel_6x64c8<5, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
+    case 4: ukernel_6x64c8<4, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
+    case 3: ukernel_6x64c8<3, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
+    case 2: ukernel_6x64c8<2, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
+    case 1: ukernel_6x64c8<1, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
+    default: break;
+  }
+}
+
+template <bool SIGNED_A>
+void compute_panels(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t panel_bytes = kNr * k_pairs(p.K) * 4;
+  for (int64_t pn = p0; pn < p1; ++pn) {
+    const int64_t n0 = pn * kNr;
+    const int64_t cnt = min64(kNr, p.N - n0);
+    const uint8_t* bp = p.packed + pn * panel_bytes;
+    switch ((cnt + 15) / 16) {
+      case 4: rows<4, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
+      case 3: rows<3, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
+      case 2: rows<2, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
+      default: rows<1, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
+    }
+  }
+}
+
+void w4_compute(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  if (p.a_xor)
+    compute_panels<true>(p, m0, m1, p0, p1);
+  else
+    compute_panels<false>(p, m0, m1, p0, p1);
+}
+
+const GemmKernel kW4 = {"qgemm_6x64c8_w4_avx512vnni", kNr, kMr, w4_packed_size, w4_pack, w4_compute};
+
+}  // namespace
+
+const GemmKernel* avx512vnni_w4_gemm_kernel() { return &kW4; }
+
+}  // namespace pyq

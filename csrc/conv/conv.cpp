@@ -31,6 +31,8 @@ PackedConvWeights::PackedConvWeights(const uint8_t* w, bool w_signed, int64_t OC
     packs_.push_back(
         std::make_unique<PackedWeights>(b.data(), w_signed, K, OCg, OCg, zp, n_zero_points == 1 ? 1 : OCg));
   }
+  if (groups > 1 && Cg == 1 && OCg == 1)
+    dw_ = std::make_unique<DwPackedWeights>(w, w_signed, OC, KH, KW, zero_points, n_zero_points);
 }
 
 size_t PackedConvWeights::packed_bytes() const {
@@ -120,9 +122,14 @@ void qconv(const ConvArgs& a) {
   const bool direct = w.KH() == 1 && w.KW() == 1 && a.sh == 1 && a.sw == 1 && a.pt == 0 && a.pl == 0 &&
                       a.pb == 0 && a.pr == 0;
   const bool depthwise = groups > 1 && Cg == 1;
-  if (depthwise) {
-    // Dispatch point for a dedicated depthwise kernel; until it exists depthwise
-    // convolutions take the grouped GEMM path below (exact, not fast).
+  if (depthwise && w.depthwise()) {
+    // groups = C with one output per group: the dedicated kernel (csrc/conv/dwconv.*)
+    // vectorizes over channels; a GEMM per group would have K = KH*KW and N = 1.
+    DwArgs d{a.x,        a.x_signed,  a.N,    a.H,        a.W,          a.C,    a.x_zero_point, w.depthwise(),
+             a.bias,     a.sh,        a.sw,   a.pt,       a.pl,         a.pb,   a.pr,           a.dh,
+             a.dw,       a.out_kind,  a.out,  a.requant,  a.zp_y,       a.lo,   a.hi};
+    dwconv(d);
+    return;
   }
 
   // Per-group GEMM problems: zero points folded exactly as qgemm() does.

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "conv/dwconv.h"
 #include "qgemm/qgemm.h"
 
 namespace pyq {
@@ -25,12 +26,15 @@ class PackedConvWeights {
   int64_t groups() const { return groups_; }
   bool weights_signed() const { return signed_; }
   const PackedWeights& group(int64_t g) const { return *packs_[static_cast<size_t>(g)]; }
+  // Set for depthwise weights (groups = C, one output per group): the dedicated kernel's packing.
+  const DwPackedWeights* depthwise() const { return dw_.get(); }
   size_t packed_bytes() const;
 
  private:
   int64_t OC_, Cg_, KH_, KW_, groups_;
   bool signed_;
   std::vector<std::unique_ptr<PackedWeights>> packs_;
+  std::unique_ptr<DwPackedWeights> dw_;
 };
 
 struct ConvArgs {

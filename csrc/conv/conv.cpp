@@ -138,7 +138,7 @@ void qconv(const ConvArgs& a) {
   bool any_zw = false;
   for (int64_t g = 0; g < groups; ++g) {
     const PackedWeights& pw = w.group(g);
-    fold_zero_points(pw, a.x_zero_point, a.x_signed, a.bias ? a.bias + g * OCg : nullptr,
+    fold_zero_points(pw, a.x_zero_point, a.x_signed, a.bias ? a.bias + g * OCg : nullptr, 0,
                      colterm.data() + g * OCg);
     GemmProblem& p = base[static_cast<size_t>(g)];
     p.a_xor = a.x_signed ? 0x80808080u : 0u;

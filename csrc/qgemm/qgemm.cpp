@@ -145,7 +145,6 @@ void qgemm(const GemmArgs& g) {
   // colterm = bias - za'*colsum + K*za'*zw', all modulo 2^32. A kernel with its
   // own weight domain (w'' = w' + shift, section 9.4) has zw'' = zw' + shift and
   // colsum'' = colsum' + K*shift.
-  const uint32_t za = static_cast<uint32_t>(g.a_zero_point + (g.a_signed ? 128 : 0));
   const uint32_t shift = static_cast<uint32_t>(w.domain_shift(kern));
   std::vector<int32_t> colterm(N), rowsum, zw_shifted;
   bool any_zw = w.any_zw();
@@ -159,13 +158,7 @@ void qgemm(const GemmArgs& g) {
     }
     zw = zw_shifted.data();
   }
-  for (int64_t n = 0; n < N; ++n) {
-    const uint32_t colsum = static_cast<uint32_t>(w.colsum()[n]) + static_cast<uint32_t>(K) * shift;
-    uint32_t t = g.bias ? static_cast<uint32_t>(g.bias[n]) : 0u;
-    t -= za * colsum;
-    t += static_cast<uint32_t>(K) * za * static_cast<uint32_t>(zw[n]);
-    colterm[n] = static_cast<int32_t>(t);
-  }
+  fold_zero_points(w, g.a_zero_point, g.a_signed, g.bias, static_cast<int32_t>(shift), colterm.data());
   if (any_zw) {
     rowsum.resize(M);
     row_sums(g.a, M, K, g.lda, g.a_signed, rowsum.data());
@@ -221,13 +214,16 @@ void qgemm(const GemmArgs& g) {
 namespace pyq {
 
 void fold_zero_points(const PackedWeights& w, int32_t a_zero_point, bool a_signed, const int32_t* bias,
-                      int32_t* colterm) {
+                      int32_t domain_shift, int32_t* colterm) {
   const uint32_t za = static_cast<uint32_t>(a_zero_point + (a_signed ? 128 : 0));
   const uint32_t K = static_cast<uint32_t>(w.K());
+  const uint32_t shift = static_cast<uint32_t>(domain_shift);
   for (int64_t n = 0; n < w.N(); ++n) {
+    const uint32_t colsum = static_cast<uint32_t>(w.colsum()[n]) + K * shift;
+    const uint32_t zw = static_cast<uint32_t>(w.zw()[n]) + shift;
     uint32_t t = bias ? static_cast<uint32_t>(bias[n]) : 0u;
-    t -= za * static_cast<uint32_t>(w.colsum()[n]);
-    t += K * za * static_cast<uint32_t>(w.zw()[n]);
+    t -= za * colsum;
+    t += K * za * zw;
     colterm[n] = static_cast<int32_t>(t);
   }
 }

@@ -141,8 +141,10 @@ namespace pyq {
 // (docs/semantics.md section 8): colterm[n] = bias[n] - za'*colsum[n] +
 // K*za'*zw'[n] (mod 2^32), with za' the activation zero point in the uint8
 // domain (+128 for int8 activations). bias may be null. colterm has w.N() entries.
+// domain_shift: the kernel's own weight domain (PackedWeights::domain_shift, 0
+// for the int8 kernels) raises zw' and colsum by shift and K*shift.
 void fold_zero_points(const PackedWeights& w, int32_t a_zero_point, bool a_signed, const int32_t* bias,
-                      int32_t* colterm);
+                      int32_t domain_shift, int32_t* colterm);
 
 // rowsum[m] = sum_k a'[m,k] (mod 2^32), a' the uint8-domain activations the
 // microkernel sees (int8 enters as x ^ 0x80). Needed only when w.any_zw().

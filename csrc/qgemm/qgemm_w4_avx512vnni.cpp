@@ -11,7 +11,7 @@
 
 #include <cstring>
 
-#include "qgemm/epilogue.h"
+#include "qgemm/avx512_store.h"
 
 namespace pyq {
 namespace {
@@ -116,17 +116,7 @@ void ukernel_6x64c8(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t 
     count = 1;
   }
 
-  alignas(64) int32_t tile[MR][kNr];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      __m512i s = acc[0][r][v];
-      if constexpr (kSets == 2) s = _mm512_add_epi32(s, acc[kSets - 1][r][v]);
-      _mm512_store_si512(reinterpret_cast<void*>(&tile[r][16 * v]), s);
-    }
-  }
-  for (int r = 0; r < MR; ++r) epilogue_row(p, m + r, n0, cnt, tile[r]);
+  store_tile<MR, NV, kSets>(p, m, n0, cnt, acc);
 }
 
 template <int NV, bool SIGNED_A>

@@ -173,12 +173,14 @@ void qconv(const ConvArgs& a) {
   int nthreads = get_num_threads();
   const int64_t macs = P * OC * K;
   nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, macs / kMinMacsPerThread)));
-  // Work units: (group, pixel chunk). With few groups each thread gets a
-  // contiguous chunk of the output pixels of every group; with many groups,
-  // whole groups. Task t takes units [U*t/T, U*(t+1)/T) (the pool hands task t to thread t).
-  const int64_t chunks = groups >= 4 * nthreads ? 1 : nthreads;
+  // Work units: (group, pixel chunk), one task each: with few groups, chunks of
+  // the output pixels of every group; with many groups, whole groups.
+  // About 4 tasks per thread: the pool gives each thread its own share first and
+  // lets the others take over what a late (descheduled or still waking) thread
+  // has not started, so small layers do not fall back to one thread.
+  const int64_t chunks = nthreads == 1 ? 1 : (groups >= 4 * nthreads ? 1 : (4 * nthreads + groups - 1) / groups);
   const int64_t units = groups * chunks;
-  const int64_t T = std::min<int64_t>(nthreads, units);
+  const int64_t T = units;
   auto chunk_start = [&](int64_t c) { return c == chunks ? P : std::min(P, (P * c / chunks + mr / 2) / mr * mr); };
 
   parallel_for(static_cast<int>(T), nthreads, [&](int t) {

@@ -47,6 +47,10 @@ def _scale(name, s, n=None):
         v = np.float32(s)
         if math.isfinite(v) and v > 0:
             return np.array([v], dtype=np.float32)
+    if isinstance(s, np.ndarray) and s.dtype == np.float32 and s.ndim == 1 and s.size == n and s.flags.c_contiguous:
+        # Fast path for per-channel float32 scales (every call of a layer passes the same array).
+        if np.isfinite(s).all() and (s > 0).all():
+            return s
     arr = np.asarray(s)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a float, got dtype {arr.dtype}")
@@ -86,3 +90,25 @@ def activation_bounds(clip, y_scale, y_zero_point, dtype):
     if not (qmin <= lo <= hi <= qmax):
         raise ValueError(f"clip=({lo}, {hi}) must satisfy {qmin} <= lo <= hi <= {qmax} for {np.dtype(dtype)}")
     return lo, hi
+
+
+def same_zero_point(given, packed, n):
+    """Whether a zero point given at call time equals the one weights were packed with."""
+    if isinstance(given, int) and isinstance(packed, int):
+        return given == packed
+    return np.array_equal(np.broadcast_to(given, (n,)), np.broadcast_to(packed, (n,)))
+
+
+def cached_requant(weights, mode, x_s, w_s, y_s, n):
+    """``_core.derive_requant`` for packed ``weights``, derived once per (mode, scales)
+    and kept on the weights object (layers call with the same scales every time)."""
+    from .. import _core
+
+    key = (mode, float(x_s[0]), w_s.tobytes(), float(y_s[0]))
+    cache = weights.__dict__.setdefault("_requant_cache", {})
+    rq = cache.get(key)
+    if rq is None:
+        if len(cache) > 16:
+            cache.clear()
+        rq = cache[key] = _core.derive_requant(mode, key[1], w_s, key[3], n)
+    return rq

@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from .. import _core
-from ._checks import _RANGES, _int8_array, _scale, _zero_point, activation_bounds
+from ._checks import _RANGES, _int8_array, _scale, _zero_point, activation_bounds, cached_requant, same_zero_point
 
 __all__ = ["PackedConvWeights", "pack_conv_weights", "qlinear_conv", "conv_integer"]
 
@@ -104,7 +104,7 @@ def _weights(w, w_zero_point, group):
             raise ValueError(f"w was packed with group={w.group} but group={group}")
         if w_zero_point is not None:
             given = _zero_point("w_zero_point", w_zero_point, w.dtype, n=w.OC)
-            if not np.array_equal(np.broadcast_to(given, (w.OC,)), np.broadcast_to(w.zero_point, (w.OC,))):
+            if not same_zero_point(given, w.zero_point, w.OC):
                 raise ValueError("w_zero_point differs from the zero point w was packed with")
         return w
     return PackedConvWeights(w, w_zero_point, group)
@@ -224,6 +224,6 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
         raise TypeError(f"y_zero_point must be uint8 or int8 (it sets the output dtype), got {y_dtype}")
     zy = _zero_point("y_zero_point", y_zero_point, y_dtype)
     lo, hi = activation_bounds(clip, float(y_s[0]), zy, y_dtype)
-    rq = _core.derive_requant(mode, float(x_s[0]), w_s, float(y_s[0]), OC)
+    rq = cached_requant(pw, mode, x_s, w_s, y_s, OC)
     y = _core.qconv(xn, za, pw._core, st, p, dl, _bias(B, OC), str(y_dtype), rq, zy, lo, hi)
     return _out(y, layout)

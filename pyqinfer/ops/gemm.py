@@ -40,7 +40,8 @@ __all__ = [
 #: Requantization modes, see docs/semantics.md.
 MODES = ("fp32", "q31", "q31_single", "pot")
 
-from ._checks import _RANGES, _int8_array, _scale, _zero_point, activation_bounds  # noqa: F401
+from ._checks import (  # noqa: F401
+    _RANGES, _int8_array, _scale, _zero_point, activation_bounds, cached_requant, same_zero_point)
 
 
 #: Named low-bit value sets of int8 containers (docs/semantics.md 9.1).
@@ -222,9 +223,7 @@ def _weights(b, b_zero_point, b_bits=None):
             raise ValueError(f"b_bits={b_bits!r} differs from the width b was packed with ({b.bits!r})")
         if b_zero_point is not None:
             given = _zero_point("b_zero_point", b_zero_point, b.dtype, n=b.N)
-            same = (given == b.zero_point) if isinstance(given, int) and isinstance(b.zero_point, int) else \
-                np.array_equal(np.broadcast_to(given, (b.N,)), np.broadcast_to(b.zero_point, (b.N,)))
-            if not same:
+            if not same_zero_point(given, b.zero_point, b.N):
                 raise ValueError("b_zero_point differs from the zero point b was packed with")
         return b
     return PackedWeights(b, b_zero_point, bits=b_bits)
@@ -237,18 +236,6 @@ def _lowbit_activations(a, a_bits):
             raise ValueError(f"a_bits must be 4 (or omitted) for PackedInt4 activations, got {a_bits!r}")
         return a.unpack(), 4
     return a, a_bits
-
-
-def _requant(w, mode, x_s, w_s, y_s):
-    """Requantization parameters, derived once per (weights, mode, scales) and cached."""
-    key = (mode, float(x_s[0]), w_s.tobytes(), float(y_s[0]))
-    cache = w.__dict__.setdefault("_requant_cache", {})
-    rq = cache.get(key)
-    if rq is None:
-        if len(cache) > 16:
-            cache.clear()
-        rq = cache[key] = _core.derive_requant(mode, key[1], w_s, key[3], w.N)
-    return rq
 
 
 def _activations(a, K):
@@ -347,6 +334,6 @@ def qlinear_matmul(
         raise TypeError(f"y_zero_point must be uint8 or int8 (it sets the output dtype), got {y_dtype}")
     zy = _zero_point("y_zero_point", y_zero_point, y_dtype)
     lo, hi = activation_bounds(clip, float(y_s[0]), zy, y_dtype)
-    rq = _requant(w, mode, x_s, w_s, y_s)
+    rq = cached_requant(w, mode, x_s, w_s, y_s, w.N)
     out = _core.qgemm(a2, za, w._core, _bias(bias, w.N), str(y_dtype), rq, zy, lo, hi)
     return out.reshape(*lead, w.N)

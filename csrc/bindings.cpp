@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/py_arrays.h"
 #include "bench/peak.h"
 #include "common/cpu_features.h"
 #include "common/requant.h"
@@ -23,14 +24,10 @@ using pyq::RequantParams;
 
 namespace {
 
-bool is_dtype(const py::array& a, char kind, int itemsize) {
-  return a.dtype().kind() == kind && a.itemsize() == itemsize;
-}
+using namespace pyq::pyarr;  // NOLINT: array predicates
 
-bool is_u8(const py::array& a) { return is_dtype(a, 'u', 1); }
-bool is_s8(const py::array& a) { return is_dtype(a, 'i', 1); }
 
-bool c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+
 
 template <typename T>
 py::array_t<T> vec_to_array(const std::vector<T>& v) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/py_arrays.h"
 #include "common/requant.h"
 #include "conv/conv.h"
 
@@ -18,12 +19,8 @@ namespace py = pybind11;
 namespace pyq {
 namespace {
 
-bool is_dtype(const py::array& a, char kind, int itemsize) {
-  return a.dtype().kind() == kind && a.itemsize() == itemsize;
-}
-bool is_u8(const py::array& a) { return is_dtype(a, 'u', 1); }
-bool is_s8(const py::array& a) { return is_dtype(a, 'i', 1); }
-bool c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+using namespace pyq::pyarr;  // NOLINT: array predicates
+
 
 std::shared_ptr<PackedConvWeights> pack_conv_weights(const py::array& w, const py::array& zero_points,
                                                      int64_t groups) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/py_arrays.h"
 #include "conv/dwconv.h"
 
 namespace py = pybind11;
@@ -16,20 +17,19 @@ namespace py = pybind11;
 namespace pyq {
 namespace {
 
-bool is_int(const py::array& a, char kind, int itemsize) { return a.dtype().kind() == kind && a.itemsize() == itemsize; }
-bool is_byte(const py::array& a) { return is_int(a, 'u', 1) || is_int(a, 'i', 1); }
-bool contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+using namespace pyq::pyarr;  // NOLINT: array predicates
+
 
 std::shared_ptr<DwPackedWeights> pack(const py::array& w, const py::array& zero_points) {
   if (w.ndim() != 4 || w.shape(1) != 1) throw std::invalid_argument("w must be 4-D [C, 1, KH, KW]");
   if (!is_byte(w)) throw std::invalid_argument("w must be uint8 or int8");
-  if (!contiguous(w)) throw std::invalid_argument("w must be C-contiguous");
-  if (!is_int(zero_points, 'i', 4) || zero_points.ndim() != 1 || !contiguous(zero_points))
+  if (!c_contiguous(w)) throw std::invalid_argument("w must be C-contiguous");
+  if (!is_dtype(zero_points, 'i', 4) || zero_points.ndim() != 1 || !c_contiguous(zero_points))
     throw std::invalid_argument("w_zero_point must be a contiguous 1-D int32 array");
   const auto* zp = static_cast<const int32_t*>(zero_points.data());
   const int64_t nzp = zero_points.shape(0);
   py::gil_scoped_release release;
-  return std::make_shared<DwPackedWeights>(static_cast<const uint8_t*>(w.data()), is_int(w, 'i', 1), w.shape(0),
+  return std::make_shared<DwPackedWeights>(static_cast<const uint8_t*>(w.data()), is_dtype(w, 'i', 1), w.shape(0),
                                            w.shape(2), w.shape(3), zp, nzp);
 }
 
@@ -44,7 +44,7 @@ py::array dwconv_nhwc(const py::array& x, int32_t x_zero_point, const DwPackedWe
                       const std::vector<int64_t>& dilations) {
   if (x.ndim() != 4) throw std::invalid_argument("x must be 4-D NHWC [N, H, W, C]");
   if (!is_byte(x)) throw std::invalid_argument("x must be uint8 or int8");
-  if (!contiguous(x)) throw std::invalid_argument("x must be C-contiguous");
+  if (!c_contiguous(x)) throw std::invalid_argument("x must be C-contiguous");
   const auto s = ints(strides, 2, "strides");
   const auto pd = ints(pads, 4, "pads");  // ONNX order: top, left, bottom, right
   const auto d = ints(dilations, 2, "dilations");
@@ -57,8 +57,8 @@ py::array dwconv_nhwc(const py::array& x, int32_t x_zero_point, const DwPackedWe
   py::array bias_arr;
   if (!bias.is_none()) {
     bias_arr = py::array::ensure(bias);
-    if (!bias_arr || !is_int(bias_arr, 'i', 4) || bias_arr.ndim() != 1 || bias_arr.shape(0) != C ||
-        !contiguous(bias_arr))
+    if (!bias_arr || !is_dtype(bias_arr, 'i', 4) || bias_arr.ndim() != 1 || bias_arr.shape(0) != C ||
+        !c_contiguous(bias_arr))
       throw std::invalid_argument("bias must be a contiguous int32 array of C entries");
     bias_ptr = static_cast<const int32_t*>(bias_arr.data());
   }
@@ -82,7 +82,7 @@ py::array dwconv_nhwc(const py::array& x, int32_t x_zero_point, const DwPackedWe
     if (requant.is_none()) throw std::invalid_argument("8-bit output needs requantization parameters");
     rq = requant.cast<const RequantParams*>();
   }
-  DwArgs a{static_cast<const uint8_t*>(x.data()), is_int(x, 'i', 1), N, H, W, C, x_zero_point, &w, bias_ptr,
+  DwArgs a{static_cast<const uint8_t*>(x.data()), is_dtype(x, 'i', 1), N, H, W, C, x_zero_point, &w, bias_ptr,
            s[0], s[1], pd[0], pd[1], pd[2], pd[3], d[0], d[1], kind, out.mutable_data(), rq, y_zero_point, lo, hi};
   {
     py::gil_scoped_release release;

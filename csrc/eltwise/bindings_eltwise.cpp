@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/py_arrays.h"
 #include "common/requant.h"
 #include "common/threadpool.h"
 #include "eltwise/eltwise.h"
@@ -24,14 +25,12 @@ namespace py = pybind11;
 namespace pyq {
 namespace {
 
-bool is_kind(const py::array& a, char kind, int itemsize) { return a.dtype().kind() == kind && a.itemsize() == itemsize; }
-bool is_u8(const py::array& a) { return is_kind(a, 'u', 1); }
-bool is_s8(const py::array& a) { return is_kind(a, 'i', 1); }
-bool contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+using namespace pyq::pyarr;  // NOLINT: array predicates
+
 
 void check_q8(const py::array& a, const char* name) {
   if (!is_u8(a) && !is_s8(a)) throw std::invalid_argument(std::string(name) + " must be uint8 or int8");
-  if (!contiguous(a)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
+  if (!c_contiguous(a)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
 }
 
 void check_zp(int32_t zp, bool s8, const char* name) {
@@ -287,9 +286,9 @@ py::array clip(const py::array& x, int32_t lo, int32_t hi) {
 
 // Per-channel parameters: 1 or C entries; returns nparams.
 int64_t check_params(const py::array& scale, const py::array& zp, int64_t C) {
-  if (!is_kind(scale, 'f', 4) || scale.ndim() != 1 || !contiguous(scale))
+  if (!is_dtype(scale, 'f', 4) || scale.ndim() != 1 || !c_contiguous(scale))
     throw std::invalid_argument("scale must be a contiguous 1-D float32 array");
-  if (!is_kind(zp, 'i', 4) || zp.ndim() != 1 || !contiguous(zp))
+  if (!is_dtype(zp, 'i', 4) || zp.ndim() != 1 || !c_contiguous(zp))
     throw std::invalid_argument("zero_point must be a contiguous 1-D int32 array");
   const int64_t np_ = scale.shape(0);
   if ((np_ != 1 && np_ != C) || zp.shape(0) != np_)
@@ -301,7 +300,7 @@ int64_t check_params(const py::array& scale, const py::array& zp, int64_t C) {
 
 py::array quantize(const py::array& x, const py::array& scale, const py::array& zp, const std::string& rule,
                    const std::string& dtype) {
-  if (!is_kind(x, 'f', 4) || x.ndim() != 2 || !contiguous(x))
+  if (!is_dtype(x, 'f', 4) || x.ndim() != 2 || !c_contiguous(x))
     throw std::invalid_argument("x must be a contiguous 2-D float32 array [rows, C]");
   const int64_t R = x.shape(0), C = x.shape(1);
   const int64_t np_ = check_params(scale, zp, C);
@@ -330,8 +329,8 @@ py::array quantize(const py::array& x, const py::array& scale, const py::array& 
 }
 
 py::array dequantize(const py::array& q, const py::array& scale, const py::array& zp) {
-  if (q.ndim() != 2 || !contiguous(q)) throw std::invalid_argument("q must be a contiguous 2-D array [rows, C]");
-  const bool s8 = is_s8(q), u8 = is_u8(q), s32 = is_kind(q, 'i', 4);
+  if (q.ndim() != 2 || !c_contiguous(q)) throw std::invalid_argument("q must be a contiguous 2-D array [rows, C]");
+  const bool s8 = is_s8(q), u8 = is_u8(q), s32 = is_dtype(q, 'i', 4);
   if (!s8 && !u8 && !s32) throw std::invalid_argument("q must be uint8, int8 or int32");
   const int64_t R = q.shape(0), C = q.shape(1);
   const int64_t np_ = check_params(scale, zp, C);
@@ -354,7 +353,7 @@ py::array dequantize(const py::array& q, const py::array& scale, const py::array
 
 py::array requantize(const py::array& x, const RequantParams& rq, int32_t zp, int32_t lo, int32_t hi,
                      const std::string& dtype) {
-  if (!is_kind(x, 'i', 4) || x.ndim() != 2 || !contiguous(x))
+  if (!is_dtype(x, 'i', 4) || x.ndim() != 2 || !c_contiguous(x))
     throw std::invalid_argument("x must be a contiguous 2-D int32 array [rows, C]");
   if (dtype != "uint8" && dtype != "int8") throw std::invalid_argument("dtype must be uint8 or int8");
   const bool s8 = dtype == "int8";

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/py_arrays.h"
 #include "common/cpu_features.h"
 #include "qgemm/qgemm.h"
 
@@ -17,13 +18,11 @@ namespace py = pybind11;
 namespace pyq {
 namespace {
 
-bool is_kind(const py::array& a, char kind, int itemsize) {
-  return a.dtype().kind() == kind && a.itemsize() == itemsize;
-}
-bool c_contig(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+using namespace pyq::pyarr;  // NOLINT: array predicates
+
 
 const int32_t* check_zero_points(const py::array& zp, int64_t N, int64_t* n_out) {
-  if (!is_kind(zp, 'i', 4) || zp.ndim() != 1 || !c_contig(zp))
+  if (!is_dtype(zp, 'i', 4) || zp.ndim() != 1 || !c_contiguous(zp))
     throw std::invalid_argument("b_zero_point must be a contiguous 1-D int32 array");
   const int64_t n = zp.shape(0);
   if (n != 1 && n != N) throw std::invalid_argument("b_zero_point must have 1 or N entries");
@@ -50,7 +49,7 @@ void unpack_into(const uint8_t* p, int64_t count, bool is_signed, uint8_t* out) 
 }
 
 const uint8_t* check_packed(const py::array& packed, int64_t count) {
-  if (!is_kind(packed, 'u', 1) || !c_contig(packed))
+  if (!is_dtype(packed, 'u', 1) || !c_contiguous(packed))
     throw std::invalid_argument("packed int4 data must be a C-contiguous uint8 array");
   if (count < 0 || packed.size() != (count + 1) / 2)
     throw std::invalid_argument("packed int4 data has " + std::to_string(packed.size()) + " bytes; " +
@@ -60,9 +59,9 @@ const uint8_t* check_packed(const py::array& packed, int64_t count) {
 
 std::shared_ptr<PackedWeights> pack_lowbit(const py::array& b, const py::array& zero_points, int bits) {
   if (b.ndim() != 2) throw std::invalid_argument("b must be 2-D [K, N]");
-  const bool s8 = is_kind(b, 'i', 1);
-  if (!s8 && !is_kind(b, 'u', 1)) throw std::invalid_argument("b must be uint8 or int8");
-  if (!c_contig(b)) throw std::invalid_argument("b must be C-contiguous");
+  const bool s8 = is_dtype(b, 'i', 1);
+  if (!s8 && !is_dtype(b, 'u', 1)) throw std::invalid_argument("b must be uint8 or int8");
+  if (!c_contiguous(b)) throw std::invalid_argument("b must be C-contiguous");
   const int64_t K = b.shape(0), N = b.shape(1);
   int64_t nzp = 0;
   const int32_t* zp = check_zero_points(zero_points, N, &nzp);

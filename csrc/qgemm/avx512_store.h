@@ -84,5 +84,49 @@ __attribute__((always_inline)) inline void store_tile(const GemmProblem& p, int6
   for (int r = 0; r < MR; ++r) epilogue_row(p, m + r, n0, cnt, tile[r]);
 }
 
+// The loops around a 6-row x 64-column AVX-512 microkernel, shared by the VNNI
+// kernels: U<MR, NV, SIGNED_A>::run(p, m, panel, n0, cnt) computes rows
+// [m, m+MR) of one panel whose first NV*16 columns are valid (cnt of them real).
+template <template <int, int, bool> class U, int NV, bool SIGNED_A>
+void rows_6x64(const GemmProblem& p, int64_t m0, int64_t m1, const uint8_t* bp, int64_t n0, int64_t cnt) {
+  int64_t m = m0;
+  for (; m + 6 <= m1; m += 6) U<6, NV, SIGNED_A>::run(p, m, bp, n0, cnt);
+  switch (m1 - m) {
+    case 5: U<5, NV, SIGNED_A>::run(p, m, bp, n0, cnt); break;
+    case 4: U<4, NV, SIGNED_A>::run(p, m, bp, n0, cnt); break;
+    case 3: U<3, NV, SIGNED_A>::run(p, m, bp, n0, cnt); break;
+    case 2: U<2, NV, SIGNED_A>::run(p, m, bp, n0, cnt); break;
+    case 1: U<1, NV, SIGNED_A>::run(p, m, bp, n0, cnt); break;
+    default: break;
+  }
+}
+
+// Rows [m0, m1) of panels [p0, p1); panel_bytes is the packed size of one
+// 64-column panel (the last panel may be narrower: NV = ceil(cols / 16)).
+template <template <int, int, bool> class U>
+void compute_panels_6x64(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t panel_bytes) {
+  for (int64_t pn = p0; pn < p1; ++pn) {
+    const int64_t n0 = pn * 64;
+    const int64_t cnt = min64(64, p.N - n0);
+    const uint8_t* bp = p.packed + pn * panel_bytes;
+    const int nv = static_cast<int>((cnt + 15) / 16);
+    if (p.a_xor) {
+      switch (nv) {
+        case 4: rows_6x64<U, 4, true>(p, m0, m1, bp, n0, cnt); break;
+        case 3: rows_6x64<U, 3, true>(p, m0, m1, bp, n0, cnt); break;
+        case 2: rows_6x64<U, 2, true>(p, m0, m1, bp, n0, cnt); break;
+        default: rows_6x64<U, 1, true>(p, m0, m1, bp, n0, cnt); break;
+      }
+    } else {
+      switch (nv) {
+        case 4: rows_6x64<U, 4, false>(p, m0, m1, bp, n0, cnt); break;
+        case 3: rows_6x64<U, 3, false>(p, m0, m1, bp, n0, cnt); break;
+        case 2: rows_6x64<U, 2, false>(p, m0, m1, bp, n0, cnt); break;
+        default: rows_6x64<U, 1, false>(p, m0, m1, bp, n0, cnt); break;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pyq

@@ -119,41 +119,15 @@ void ukernel_6x64c8(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t 
   store_tile<MR, NV, kSets>(p, m, n0, cnt, acc);
 }
 
-template <int NV, bool SIGNED_A>
-void rows(const GemmProblem& p, int64_t m0, int64_t m1, const uint8_t* bp, int64_t n0, int64_t cnt) {
-  int64_t m = m0;
-  for (; m + kMr <= m1; m += kMr) ukernel_6x64c8<6, NV, SIGNED_A>(p, m, bp, n0, cnt);
-  switch (m1 - m) {
-    case 5: ukernel_6x64c8<5, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
-    case 4: ukernel_6x64c8<4, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
-    case 3: ukernel_6x64c8<3, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
-    case 2: ukernel_6x64c8<2, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
-    case 1: ukernel_6x64c8<1, NV, SIGNED_A>(p, m, bp, n0, cnt); break;
-    default: break;
+template <int MR, int NV, bool SIGNED_A>
+struct Ukernel {
+  static void run(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_t cnt) {
+    ukernel_6x64c8<MR, NV, SIGNED_A>(p, m, bp, n0, cnt);
   }
-}
-
-template <bool SIGNED_A>
-void compute_panels(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t panel_bytes = kNr * k_pairs(p.K) * 4;
-  for (int64_t pn = p0; pn < p1; ++pn) {
-    const int64_t n0 = pn * kNr;
-    const int64_t cnt = min64(kNr, p.N - n0);
-    const uint8_t* bp = p.packed + pn * panel_bytes;
-    switch ((cnt + 15) / 16) {
-      case 4: rows<4, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
-      case 3: rows<3, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
-      case 2: rows<2, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
-      default: rows<1, SIGNED_A>(p, m0, m1, bp, n0, cnt); break;
-    }
-  }
-}
+};
 
 void w4_compute(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  if (p.a_xor)
-    compute_panels<true>(p, m0, m1, p0, p1);
-  else
-    compute_panels<false>(p, m0, m1, p0, p1);
+  compute_panels_6x64<Ukernel>(p, m0, m1, p0, p1, kNr * k_pairs(p.K) * 4);
 }
 
 const GemmKernel kW4 = {"qgemm_6x64c8_w4_avx512vnni", kNr, kMr, w4_packed_size, w4_pack, w4_compute};

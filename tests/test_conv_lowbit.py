@@ -122,13 +122,13 @@ def _run(c, quant):
     return lambda: ops_conv(c, c["w"], c["bits"], quant)
 
 
-@settings(max_examples=examples(40))
+@settings(max_examples=examples(120))
 @given(lowbit_cases())
 def test_lowbit_qlinear_conv_matches_reference(run_everywhere, c):
     check_everywhere(run_everywhere, _run(c, True), ref_conv(c, True))
 
 
-@settings(max_examples=examples(25))
+@settings(max_examples=examples(60))
 @given(lowbit_cases())
 def test_lowbit_conv_integer_matches_reference(run_everywhere, c):
     check_everywhere(run_everywhere, _run(c, False), ref_conv(c, False))

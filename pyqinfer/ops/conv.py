@@ -4,6 +4,9 @@ docs/semantics.md section 10. ``x`` is NCHW by default (ONNX); ``layout="NHWC"``
 takes ``x`` as [N, H, W, C] and returns [N, OH, OW, OC] without the two
 transposes NCHW costs. Weights are always ONNX [OC, C/group, KH, KW]; pack them
 once with :func:`pack_conv_weights` and pass the result in place of ``w``.
+Low-bit weights (docs/semantics.md 9 and 10.5) declare a width with ``bits=``
+(``w_bits=`` at the ops) or come as a :class:`PackedInt4` [OC, C/group, KH, KW];
+they are checked against the width and unpacked once at pack time.
 
 >>> import numpy as np, pyqinfer.ops as ops
 >>> x = np.ones((1, 1, 3, 3), np.uint8); w = np.ones((1, 1, 3, 3), np.int8)
@@ -21,6 +24,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import _RANGES, _int8_array, _scale, _zero_point, activation_bounds, cached_requant, same_zero_point
+from .gemm import PackedInt4, _check_values, _check_zero_point_width, _width_range
 
 __all__ = ["PackedConvWeights", "pack_conv_weights", "qlinear_conv", "conv_integer"]
 
@@ -36,8 +40,16 @@ class PackedConvWeights:
     or :func:`conv_integer` (with the same ``group``).
     """
 
-    def __init__(self, w, w_zero_point=None, group=1):
-        w = _int8_array("w", w)
+    def __init__(self, w, w_zero_point=None, group=1, *, bits=None):
+        if isinstance(w, PackedInt4):
+            if bits not in (None, 4):
+                raise ValueError(f"bits must be 4 (or omitted) for PackedInt4 weights, got {bits!r}")
+            if len(w.shape) != 4:
+                raise ValueError(f"w must be 4-D [OC, C/group, KH, KW], got shape {w.shape}")
+            bits, w = 4, w.unpack()  # section 10.5: int4 conv weights are unpacked at pack time
+        else:
+            bits = 8 if bits is None else bits
+            w = _int8_array("w", w)
         if w.ndim != 4:
             raise ValueError(f"w must be 4-D [OC, C/group, KH, KW], got shape {w.shape}")
         if min(w.shape) == 0:
@@ -45,10 +57,14 @@ class PackedConvWeights:
         group = _positive_int("group", group)
         if w.shape[0] % group:
             raise ValueError(f"group={group} must divide the output channels OC={w.shape[0]} of w")
+        _width_range("bits", bits, w.dtype == np.int8)
+        _check_values("w", w, bits)
         self.dtype = w.dtype
         self.shape = w.shape
         self.group = group
+        self.bits = bits
         zp = _zero_point("w_zero_point", w_zero_point, w.dtype, n=w.shape[0])
+        _check_zero_point_width("w_zero_point", zp, w.dtype, bits)
         self.zero_point = zp
         zps = np.atleast_1d(np.asarray(zp, dtype=np.int32))
         self._core = _core.pack_conv_weights(np.ascontiguousarray(w), np.ascontiguousarray(zps), group)
@@ -63,13 +79,26 @@ class PackedConvWeights:
 
     def __repr__(self):
         zp = "per-channel" if isinstance(self.zero_point, np.ndarray) else self.zero_point
-        return (f"PackedConvWeights(shape={self.shape}, group={self.group}, dtype={self.dtype}, "
+        width = "" if self.bits == 8 else f", bits={self.bits!r}"
+        return (f"PackedConvWeights(shape={self.shape}, group={self.group}, dtype={self.dtype}{width}, "
                 f"zero_point={zp})")
 
 
-def pack_conv_weights(w, w_zero_point=None, group=1):
-    """Pack ONNX conv weights ``w`` [OC, C/group, KH, KW] (int8/uint8) with a scalar or [OC] zero point."""
-    return PackedConvWeights(w, w_zero_point, group)
+def pack_conv_weights(w, w_zero_point=None, group=1, *, bits=None):
+    """Pack ONNX conv weights ``w`` [OC, C/group, KH, KW] (int8/uint8) with a scalar or [OC] zero point.
+
+    ``bits`` declares a low-bit width (docs/semantics.md 9.1, 10.5): an int in 1..8
+    (uint8) or 2..8 (int8), or ``"ternary"`` / ``"binary"`` (int8); omitted means 8.
+    Values or zero points outside it are a ValueError. ``w`` may also be a
+    :class:`PackedInt4` of shape [OC, C/group, KH, KW] (bits is then 4). Low-bit
+    weights are unpacked to one byte each; the arithmetic is section 10 unchanged.
+
+    >>> import numpy as np, pyqinfer.ops as ops
+    >>> w4 = ops.pack_conv_weights(ops.pack_int4(np.array([[[[-8, 7]]]], np.int8)))
+    >>> w4.bits, w4.shape
+    (4, (1, 1, 1, 2))
+    """
+    return PackedConvWeights(w, w_zero_point, group, bits=bits)
 
 
 def _positive_int(name, v):
@@ -98,8 +127,10 @@ def _int_tuple(name, v, n, minimum):
     return vals
 
 
-def _weights(w, w_zero_point, group):
+def _weights(w, w_zero_point, group, w_bits=None):
     if isinstance(w, PackedConvWeights):
+        if w_bits is not None and w_bits != w.bits:
+            raise ValueError(f"w_bits={w_bits!r} differs from the width w was packed with ({w.bits!r})")
         if w.group != group:
             raise ValueError(f"w was packed with group={w.group} but group={group}")
         if w_zero_point is not None:
@@ -107,11 +138,11 @@ def _weights(w, w_zero_point, group):
             if not same_zero_point(given, w.zero_point, w.OC):
                 raise ValueError("w_zero_point differs from the zero point w was packed with")
         return w
-    return PackedConvWeights(w, w_zero_point, group)
+    return PackedConvWeights(w, w_zero_point, group, bits=w_bits)
 
 
 def _prepare(x, w, x_zero_point, w_zero_point, auto_pad, dilations, group, kernel_shape, pads,
-             strides, layout):
+             strides, layout, w_bits=None):
     """Validated (x_nhwc, x_zp, packed, strides, pads, dilations)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -122,7 +153,7 @@ def _prepare(x, w, x_zero_point, w_zero_point, auto_pad, dilations, group, kerne
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D ({'[N, C, H, W]' if layout == 'NCHW' else '[N, H, W, C]'}), "
                          f"got shape {x.shape}")
-    pw = _weights(w, w_zero_point, group)
+    pw = _weights(w, w_zero_point, group, w_bits)
     N, C, H, W = x.shape if layout == "NCHW" else (x.shape[0], x.shape[3], x.shape[1], x.shape[2])
     OC, Cg, KH, KW = pw.shape
     if C % group:
@@ -181,34 +212,37 @@ def _out(y, layout):
 
 
 def conv_integer(x, w, x_zero_point=None, w_zero_point=None, *, auto_pad="NOTSET", dilations=None,
-                 group=1, kernel_shape=None, pads=None, strides=None, layout="NCHW"):
+                 group=1, kernel_shape=None, pads=None, strides=None, layout="NCHW", w_bits=None):
     """ONNX ConvInteger: int32 ``sum (x - x_zero_point) * (w - w_zero_point)`` per output pixel.
 
     ``x`` [N, C, H, W] (or [N, H, W, C] with ``layout="NHWC"``) uint8/int8 with a
     scalar zero point; ``w`` [OC, C/group, KH, KW] uint8/int8 (or a
     :class:`PackedConvWeights`) with a scalar or [OC] zero point. Padding taps
     contribute 0 (the padding value is the input zero point). Wraps modulo 2^32.
+    ``w_bits`` declares a low-bit width of an unpacked ``w``, and ``w`` may be a
+    :class:`PackedInt4` (see :func:`pack_conv_weights`, docs/semantics.md 10.5).
     """
     xn, za, pw, st, p, dl = _prepare(x, w, x_zero_point, w_zero_point, auto_pad, dilations, group,
-                                     kernel_shape, pads, strides, layout)
+                                     kernel_shape, pads, strides, layout, w_bits)
     y = _core.qconv(xn, za, pw._core, st, p, dl, None, "int32", None, 0, 0, 0)
     return _out(y, layout)
 
 
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B=None, *,
                  auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
-                 mode="fp32", clip=None, layout="NCHW"):
+                 mode="fp32", clip=None, layout="NCHW", w_bits=None):
     """ONNX QLinearConv with a requant ``mode`` and a fused ``clip`` (docs/semantics.md section 10).
 
     Arguments in ONNX order and with ONNX attribute names. ``B`` is the optional
     int32 bias [OC]. ``w_scale``/``w_zero_point`` are scalars or [OC] (any per-channel
     zero points). The output has ``y_zero_point``'s dtype (a Python int means uint8).
     ``mode`` is one of fp32, q31, q31_single, pot; ``clip`` None, "relu", "relu6" or (lo, hi).
+    ``w_bits`` and :class:`PackedInt4` weights work as in :func:`conv_integer`.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     xn, za, pw, st, p, dl = _prepare(x, w, x_zero_point, w_zero_point, auto_pad, dilations, group,
-                                     kernel_shape, pads, strides, layout)
+                                     kernel_shape, pads, strides, layout, w_bits)
     OC = pw.OC
     x_s = _scale("x_scale", x_scale)
     w_s = _scale("w_scale", w_scale, n=OC)

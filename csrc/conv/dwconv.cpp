@@ -151,17 +151,33 @@ void dwconv(const DwArgs& a) {
     if (r0 >= r1) return;
     std::vector<const uint8_t*> ind(static_cast<size_t>(OW * p.ind_stride), zr);
     AlignedBuffer acc(static_cast<size_t>(Cp) * sizeof(int32_t));
+    std::vector<const uint8_t*> rowp(static_cast<size_t>(KH));
+    const int64_t step_w = a.dil_w * C;
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / OH, oh = r % OH;
       const uint8_t* img = a.x + n * H * W * C;
       const uint8_t** ip = ind.data();
+      // Per kernel row, the input row (or null above/below the image); pixels whose
+      // taps all lie inside the row width take pointers by offset, no checks.
+      for (int64_t kh = 0; kh < KH; ++kh) {
+        const int64_t ih = oh * a.stride_h - a.pad_top + kh * a.dil_h;
+        rowp[kh] = ih >= 0 && ih < H ? img + ih * W * C : nullptr;
+      }
       for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t iw0 = ow * a.stride_w - a.pad_left;
+        const bool inside = iw0 >= 0 && iw0 + (KW - 1) * a.dil_w < W;
         for (int64_t kh = 0; kh < KH; ++kh) {
-          const int64_t ih = oh * a.stride_h - a.pad_top + kh * a.dil_h;
-          const bool row_ok = ih >= 0 && ih < H;
-          for (int64_t kw = 0; kw < KW; ++kw) {
-            const int64_t iw = ow * a.stride_w - a.pad_left + kw * a.dil_w;
-            *ip++ = (row_ok && iw >= 0 && iw < W) ? img + (ih * W + iw) * C : zr;
+          const uint8_t* rp = rowp[kh];
+          if (!rp) {
+            for (int64_t kw = 0; kw < KW; ++kw) *ip++ = zr;
+          } else if (inside) {
+            const uint8_t* q = rp + iw0 * C;
+            for (int64_t kw = 0; kw < KW; ++kw, q += step_w) *ip++ = q;
+          } else {
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = iw0 + kw * a.dil_w;
+              *ip++ = iw >= 0 && iw < W ? rp + iw * C : zr;
+            }
           }
         }
         ip += p.ind_stride - T;  // the pad pointer (if any) stays at the za row

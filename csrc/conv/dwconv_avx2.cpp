@@ -28,17 +28,17 @@ struct Avx2Ops {
   static int64_t w_offset(int64_t c0) { return c0 / 32 * 64 + (c0 / 16 % 2) * 16; }
   static V wload(const int16_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
   static V madd(V acc, V x, V w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
-  static bool direct(const DwProblem&) { return false; }
-  static void finish(const DwProblem& p, V lo, V hi, int64_t cb, int64_t, int32_t* acc, void*, int64_t) {
-    const int32_t* ct = p.colterm + cb;
-    acc += cb;
+  static void finish(V lo, V hi, const int32_t* ct, int32_t* acc) {
     const V c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ct));
     const V c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(ct + 8));
     _mm256_store_si256(reinterpret_cast<__m256i*>(acc), _mm256_add_epi32(c0, _mm256_permute2x128_si256(lo, hi, 0x20)));
     _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 8), _mm256_add_epi32(c1, _mm256_permute2x128_si256(lo, hi, 0x31)));
   }
+  static void store_pixel(const DwProblem& p, const int32_t* acc, void* out, int64_t pix) {
+    dw_store_pixel(p, acc, out, pix);
+  }
   template <bool S>
-  static void tail(const DwProblem& p, const uint8_t* const* pt, int64_t c0, int32_t* acc, void*, int64_t) {
+  static void tail(const DwProblem& p, const uint8_t* const* pt, int64_t c0, int32_t* acc) {
     for (int64_t c = c0; c < p.C; ++c) {
       uint32_t s = static_cast<uint32_t>(p.colterm[c]);
       const int32_t* w = p.w + c;

@@ -23,11 +23,9 @@ namespace dw_simd {
 // (kBlock bytes of two taps, widened and interleaved; Masked reads only the
 // mask's channels), w_offset(c0) (int16 offset of channel c0's lo weights in a
 // pair row; hi is 32 further), wload(const int16_t*) (aligned), madd(acc, x, w)
-// (acc + vpmaddwd(x, w)), zero(), finish(p, lo, hi, c0, n, acc, out, pix) (restore
-// the channel order, add colterm, then either store the n <= kBlock int32 of
-// channels c0.. to acc, or, when direct(p), run the epilogue in registers and
-// store channels c0..c0+n of output pixel pix straight to out), direct(p),
-// tail_mask(n), and
+// (acc + vpmaddwd(x, w)), zero(), finish(lo, hi, colterm, acc) (restore the
+// channel order, add colterm, store kBlock int32), tail_mask(n),
+// store_pixel(p, acc, out, pix) (the epilogue of one pixel's C accumulators), and
 // template <bool S> tail(p, pt, c0, acc) for the last C - c0 < kBlock channels.
 template <class Ops, bool S>
 struct Row {
@@ -36,8 +34,7 @@ struct Row {
   static constexpr int kB = Ops::kBlock;
 
   template <int NU, bool Masked>
-  static inline void block(const DwProblem& p, const uint8_t* const* pt, int64_t c0, int64_t n, int32_t* acc,
-                           void* out, int64_t pix, Mask m) {
+  static inline void block(const DwProblem& p, const uint8_t* const* pt, int64_t c0, int32_t* acc, Mask m) {
     V lo[NU], hi[NU];
     for (int u = 0; u < NU; ++u) lo[u] = hi[u] = Ops::zero();
     const int64_t pairs = p.ind_stride / 2, row = p.Cp * 2;
@@ -53,19 +50,18 @@ struct Row {
         hi[u] = Ops::madd(hi[u], a_hi, Ops::wload(wu + 32));
       }
     }
-    for (int u = 0; u < NU; ++u) Ops::finish(p, lo[u], hi[u], c0 + u * kB, Masked ? n : kB, acc, out, pix);
+    for (int u = 0; u < NU; ++u) Ops::finish(lo[u], hi[u], p.colterm + c0 + u * kB, acc + c0 + u * kB);
   }
 
   static void run(const DwProblem& p, const uint8_t* const* ind, int64_t npix, void* out, int32_t* acc) {
     const int64_t C = p.C;
-    const bool direct = Ops::direct(p);
     for (int64_t pix = 0; pix < npix; ++pix) {
       const uint8_t* const* pt = ind + pix * p.ind_stride;
       int64_t c0 = 0;
-      for (; c0 + 2 * kB <= C; c0 += 2 * kB) block<2, false>(p, pt, c0, 2 * kB, acc, out, pix, Ops::tail_mask(kB));
-      for (; c0 + kB <= C; c0 += kB) block<1, false>(p, pt, c0, kB, acc, out, pix, Ops::tail_mask(kB));
-      if (c0 < C) Ops::template tail<S>(p, pt, c0, acc, out, pix);
-      if (!direct) dw_store_pixel(p, acc, out, pix);
+      for (; c0 + 2 * kB <= C; c0 += 2 * kB) block<2, false>(p, pt, c0, acc, Ops::tail_mask(kB));
+      for (; c0 + kB <= C; c0 += kB) block<1, false>(p, pt, c0, acc, Ops::tail_mask(kB));
+      if (c0 < C) Ops::template tail<S>(p, pt, c0, acc);
+      Ops::store_pixel(p, acc, out, pix);
     }
   }
 };

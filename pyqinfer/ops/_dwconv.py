@@ -80,6 +80,8 @@ def derive_requant(mode, x_scale, w_scale, y_scale, C):
 
 
 def _pair(name, v, n):
+    if type(v) in (tuple, list) and len(v) == n and all(type(i) is int for i in v):
+        return list(v)  # the common case, without the Integral ABC checks (a few us per call)
     try:
         vals = tuple(v)
     except TypeError:
@@ -87,6 +89,15 @@ def _pair(name, v, n):
     if len(vals) != n or not all(isinstance(i, numbers.Integral) for i in vals):
         raise ValueError(f"{name} must be {n} integers, got {v!r}")
     return [int(i) for i in vals]
+
+
+def _int_zero_point(name, zp, dtype):
+    """_zero_point for a scalar, with a fast path for a Python int in range."""
+    if type(zp) is int:
+        lo, hi = _RANGES[dtype]
+        if lo <= zp <= hi:
+            return zp
+    return _zero_point(name, zp, dtype)
 
 
 def depthwise_conv_nhwc(x_nhwc, x_zp, packed_w, bias, out_dtype, requant, y_zp, lo, hi,
@@ -113,7 +124,7 @@ def depthwise_conv_nhwc(x_nhwc, x_zp, packed_w, bias, out_dtype, requant, y_zp, 
         raise ValueError(f"x_nhwc has {x.shape[3]} channels but the depthwise weights have C={C}")
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise ValueError(f"x_nhwc must have H, W >= 1, got shape {x.shape}")
-    za = _zero_point("x_zp", x_zp, x.dtype)
+    za = _int_zero_point("x_zp", x_zp, x.dtype)
     if kernel is not None and tuple(_pair("kernel", kernel, 2)) != packed_w.kernel:
         raise ValueError(f"kernel={tuple(kernel)} does not match the weights' kernel {packed_w.kernel}")
     strides = _pair("strides", strides, 2)
@@ -145,7 +156,7 @@ def depthwise_conv_nhwc(x_nhwc, x_zp, packed_w, bias, out_dtype, requant, y_zp, 
         if not isinstance(requant, _core.RequantParams):
             raise TypeError("requant must be a _core.RequantParams (derive_requant) for 8-bit output")
         qmin, qmax = _RANGES[np.dtype(out_dtype)]
-        zy = _zero_point("y_zp", y_zp, np.dtype(out_dtype))
+        zy = _int_zero_point("y_zp", y_zp, np.dtype(out_dtype))
         if not (qmin <= int(lo) <= int(hi) <= qmax):
             raise ValueError(f"lo={lo}, hi={hi} must satisfy {qmin} <= lo <= hi <= {qmax} for {out_dtype}")
         y_zp, lo, hi = zy, int(lo), int(hi)

@@ -97,19 +97,25 @@ class Pool {
     return old != gen && claims_[t].compare_exchange_strong(old, gen, std::memory_order_acq_rel);
   }
 
-  // Participant i (0 = the caller) first runs its own tasks i, i+P, ... so the
-  // same thread touches the same weights call after call and finds them in its
-  // own caches; then it takes over any task nobody has started (load balance
-  // when a core is busy with something else).
+  // Participant i (0 = the caller) first runs its own contiguous block of tasks
+  // [i*T/P, (i+1)*T/P) in order, so the same thread touches the same weights call
+  // after call and finds them in its own caches; then it takes over any task
+  // nobody has started (load balance when a core is busy with something else),
+  // from the last task down, i.e. from the far end of the other blocks, whose
+  // owners work upwards. Contiguous blocks rather than tasks i, i+P, ...: with
+  // interleaved ownership two threads write neighbouring output columns at the
+  // same moment, and an output row that is not 64-byte aligned (numpy's arrays
+  // are 16-byte aligned) then has a cache line shared by both at every task
+  // boundary (2-thread 512^3 int8 GEMM: ~2 % slower, docs/performance.md).
   void work(int participant, uint64_t gen) {
     const bool prev = t_inside_pool_task;
     t_inside_pool_task = true;
-    for (int t = participant; t < ntasks_; t += participants_)
+    const int b0 = static_cast<int>(static_cast<int64_t>(ntasks_) * participant / participants_);
+    const int b1 = static_cast<int>(static_cast<int64_t>(ntasks_) * (participant + 1) / participants_);
+    for (int t = b0; t < b1; ++t)
       if (claim(t, gen)) (*fn_)(t);
-    for (int i = 0; i < ntasks_; ++i) {
-      const int t = (participant + i) % ntasks_;
+    for (int t = ntasks_ - 1; t >= 0; --t)
       if (claim(t, gen)) (*fn_)(t);
-    }
     t_inside_pool_task = prev;
   }
 

@@ -112,3 +112,15 @@ def cached_requant(weights, mode, x_s, w_s, y_s, n):
             cache.clear()
         rq = cache[key] = _core.derive_requant(mode, key[1], w_s, key[3], n)
     return rq
+
+
+def bias_array(bias, n, name="bias"):
+    """An int32 bias of n entries (scale x_scale*w_scale, zero point 0), contiguous, or None."""
+    if bias is None:
+        return None
+    arr = np.asarray(bias)
+    if arr.dtype != np.int32:
+        raise TypeError(f"{name} must be int32 (scale x_scale*w_scale, zero point 0), got {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    return np.ascontiguousarray(arr)

@@ -23,7 +23,8 @@ import numbers
 import numpy as np
 
 from .. import _core
-from ._checks import _RANGES, _int8_array, _scale, _zero_point, activation_bounds, cached_requant, same_zero_point
+from ._checks import (_RANGES, _int8_array, _scale, _zero_point, activation_bounds, bias_array,
+                      cached_requant, same_zero_point)
 from .gemm import PackedInt4, _check_values, _check_zero_point_width, _width_range
 
 __all__ = ["PackedConvWeights", "pack_conv_weights", "qlinear_conv", "conv_integer"]
@@ -197,14 +198,7 @@ def _auto_pads(auto_pad, hw, kernel, strides, dilations):
 
 
 def _bias(B, OC):
-    if B is None:
-        return None
-    arr = np.asarray(B)
-    if arr.dtype != np.int32:
-        raise TypeError(f"B (bias) must be int32 (scale x_scale*w_scale, zero point 0), got {arr.dtype}")
-    if arr.shape != (OC,):
-        raise ValueError(f"B (bias) must have shape ({OC},), got {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return bias_array(B, OC, "B (bias)")
 
 
 def _out(y, layout):

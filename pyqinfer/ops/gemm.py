@@ -41,7 +41,7 @@ __all__ = [
 MODES = ("fp32", "q31", "q31_single", "pot")
 
 from ._checks import (  # noqa: F401
-    _RANGES, _int8_array, _scale, _zero_point, activation_bounds, cached_requant, same_zero_point)
+    _RANGES, _int8_array, _scale, _zero_point, activation_bounds, bias_array, cached_requant, same_zero_point)
 
 
 #: Named low-bit value sets of int8 containers (docs/semantics.md 9.1).
@@ -250,14 +250,7 @@ def _activations(a, K):
 
 
 def _bias(bias, N):
-    if bias is None:
-        return None
-    arr = np.asarray(bias)
-    if arr.dtype != np.int32:
-        raise TypeError(f"bias must be int32 (scale x_scale*w_scale, zero point 0), got {arr.dtype}")
-    if arr.shape != (N,):
-        raise ValueError(f"bias must have shape ({N},), got {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return bias_array(bias, N)
 
 
 def _checked_activations(a, a_zero_point, a_bits, K):

@@ -77,44 +77,11 @@ py::array qgemm(const py::array& a, int32_t a_zero_point, const PackedWeights& w
   const bool a_signed = is_s8(a);
   if (a_zero_point < (a_signed ? -128 : 0) || a_zero_point > (a_signed ? 127 : 255))
     throw std::invalid_argument("a_zero_point out of the range of a's dtype");
-  const int32_t* bias_ptr = nullptr;
   py::array bias_arr;
-  if (!bias.is_none()) {
-    bias_arr = py::array::ensure(bias);
-    if (!bias_arr || !is_dtype(bias_arr, 'i', 4) || bias_arr.ndim() != 1 || bias_arr.shape(0) != N ||
-        !c_contiguous(bias_arr))
-      throw std::invalid_argument("bias must be a contiguous int32 array of N entries");
-    bias_ptr = static_cast<const int32_t*>(bias_arr.data());
-  }
+  const int32_t* bias_ptr = int32_vector_or_null(bias, N, &bias_arr, "N");
   OutKind kind;
-  py::array out;
-  if (out_dtype == "int32") {
-    kind = OutKind::kInt32;
-    out = py::array_t<int32_t>({M, N});
-  } else if (out_dtype == "uint8") {
-    kind = OutKind::kUint8;
-    out = py::array_t<uint8_t>({M, N});
-  } else if (out_dtype == "int8") {
-    kind = OutKind::kInt8;
-    out = py::array_t<int8_t>({M, N});
-  } else {
-    throw std::invalid_argument("out_dtype must be int32, uint8 or int8");
-  }
-  const RequantParams* rq = nullptr;
-  if (kind != OutKind::kInt32) {
-    if (requant.is_none()) throw std::invalid_argument("8-bit output needs requantization parameters");
-    rq = requant.cast<const RequantParams*>();
-    const size_t need = static_cast<size_t>(N);
-    const bool ok = (rq->mode == RequantMode::kFp32 && rq->scale.size() == need) ||
-                    (rq->mode == RequantMode::kPot && rq->shift.size() == need) ||
-                    ((rq->mode == RequantMode::kQ31 || rq->mode == RequantMode::kQ31Single) &&
-                     rq->multiplier.size() == need && rq->shift.size() == need);
-    if (!ok) throw std::invalid_argument("requantization parameters do not have N channels");
-    const int32_t qmin = kind == OutKind::kInt8 ? -128 : 0, qmax = kind == OutKind::kInt8 ? 127 : 255;
-    if (lo < qmin || hi > qmax || lo > hi) throw std::invalid_argument("clip bounds outside the output range");
-    if (y_zero_point < qmin || y_zero_point > qmax)
-      throw std::invalid_argument("y_zero_point out of the range of the output dtype");
-  }
+  py::array out = make_output(out_dtype, {M, N}, &kind);
+  const RequantParams* rq = checked_requant(requant, kind, N, y_zero_point, lo, hi, "N");
   pyq::GemmArgs g{static_cast<const uint8_t*>(a.data()), a_signed, M, K, K, a_zero_point, &w, bias_ptr,
                   kind, out.mutable_data(), N, rq, y_zero_point, lo, hi};
   {

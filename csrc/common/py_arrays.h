@@ -3,6 +3,13 @@
 #pragma once
 #include <pybind11/numpy.h>
 
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/requant.h"
+#include "qgemm/qgemm.h"  // OutKind
+
 namespace pyq {
 namespace pyarr {
 
@@ -13,6 +20,56 @@ inline bool is_u8(const pybind11::array& a) { return is_dtype(a, 'u', 1); }
 inline bool is_s8(const pybind11::array& a) { return is_dtype(a, 'i', 1); }
 inline bool is_byte(const pybind11::array& a) { return is_u8(a) || is_s8(a); }
 inline bool c_contiguous(const pybind11::array& a) { return (a.flags() & pybind11::array::c_style) != 0; }
+
+// An optional contiguous int32 vector of n entries (a bias): null for None. `keep`
+// holds the array alive for as long as the pointer is used.
+inline const int32_t* int32_vector_or_null(const pybind11::object& obj, int64_t n, pybind11::array* keep,
+                                           const char* what) {
+  if (obj.is_none()) return nullptr;
+  *keep = pybind11::array::ensure(obj);
+  if (!*keep || !is_dtype(*keep, 'i', 4) || keep->ndim() != 1 || keep->shape(0) != n || !c_contiguous(*keep))
+    throw std::invalid_argument(std::string("bias must be a contiguous int32 array of ") + what + " entries");
+  return static_cast<const int32_t*>(keep->data());
+}
+
+// A fresh output array of out_dtype ("int32", "uint8" or "int8") and its OutKind.
+inline pybind11::array make_output(const std::string& out_dtype, const std::vector<pybind11::ssize_t>& shape,
+                                   OutKind* kind) {
+  if (out_dtype == "int32") {
+    *kind = OutKind::kInt32;
+    return pybind11::array_t<int32_t>(shape);
+  }
+  if (out_dtype == "uint8") {
+    *kind = OutKind::kUint8;
+    return pybind11::array_t<uint8_t>(shape);
+  }
+  if (out_dtype == "int8") {
+    *kind = OutKind::kInt8;
+    return pybind11::array_t<int8_t>(shape);
+  }
+  throw std::invalid_argument("out_dtype must be int32, uint8 or int8");
+}
+
+// The requantization parameters for an 8-bit output of n channels, checked
+// (channel count, clip bounds and output zero point in the output range);
+// null for int32 output.
+inline const RequantParams* checked_requant(const pybind11::object& requant, OutKind kind, int64_t n,
+                                            int32_t y_zero_point, int32_t lo, int32_t hi, const char* what) {
+  if (kind == OutKind::kInt32) return nullptr;
+  if (requant.is_none()) throw std::invalid_argument("8-bit output needs requantization parameters");
+  const RequantParams* rq = requant.cast<const RequantParams*>();
+  const size_t need = static_cast<size_t>(n);
+  const bool ok = (rq->mode == RequantMode::kFp32 && rq->scale.size() == need) ||
+                  (rq->mode == RequantMode::kPot && rq->shift.size() == need) ||
+                  ((rq->mode == RequantMode::kQ31 || rq->mode == RequantMode::kQ31Single) &&
+                   rq->multiplier.size() == need && rq->shift.size() == need);
+  if (!ok) throw std::invalid_argument(std::string("requantization parameters do not have ") + what + " channels");
+  const int32_t qmin = kind == OutKind::kInt8 ? -128 : 0, qmax = kind == OutKind::kInt8 ? 127 : 255;
+  if (lo < qmin || hi > qmax || lo > hi) throw std::invalid_argument("clip bounds outside the output range");
+  if (y_zero_point < qmin || y_zero_point > qmax)
+    throw std::invalid_argument("y_zero_point out of the range of the output dtype");
+  return rq;
+}
 
 }  // namespace pyarr
 }  // namespace pyq

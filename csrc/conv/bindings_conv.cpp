@@ -79,41 +79,10 @@ py::array qconv_py(const py::array& x, int32_t x_zero_point, const PackedConvWei
   conv_output_hw(a, &OH, &OW);
   const int64_t OC = w.OC();
   py::array bias_arr;
-  if (!bias.is_none()) {
-    bias_arr = py::array::ensure(bias);
-    if (!bias_arr || !is_dtype(bias_arr, 'i', 4) || bias_arr.ndim() != 1 || bias_arr.shape(0) != OC ||
-        !c_contiguous(bias_arr))
-      throw std::invalid_argument("bias must be a contiguous int32 array of OC entries");
-    a.bias = static_cast<const int32_t*>(bias_arr.data());
-  }
-  std::vector<py::ssize_t> shape{a.N, OH, OW, OC};
-  py::array out;
-  if (out_dtype == "int32") {
-    a.out_kind = OutKind::kInt32;
-    out = py::array_t<int32_t>(shape);
-  } else if (out_dtype == "uint8") {
-    a.out_kind = OutKind::kUint8;
-    out = py::array_t<uint8_t>(shape);
-  } else if (out_dtype == "int8") {
-    a.out_kind = OutKind::kInt8;
-    out = py::array_t<int8_t>(shape);
-  } else {
-    throw std::invalid_argument("out_dtype must be int32, uint8 or int8");
-  }
-  if (a.out_kind != OutKind::kInt32) {
-    if (requant.is_none()) throw std::invalid_argument("8-bit output needs requantization parameters");
-    const RequantParams* rq = requant.cast<const RequantParams*>();
-    const size_t need = static_cast<size_t>(OC);
-    const bool ok = (rq->mode == RequantMode::kFp32 && rq->scale.size() == need) ||
-                    (rq->mode == RequantMode::kPot && rq->shift.size() == need) ||
-                    ((rq->mode == RequantMode::kQ31 || rq->mode == RequantMode::kQ31Single) &&
-                     rq->multiplier.size() == need && rq->shift.size() == need);
-    if (!ok) throw std::invalid_argument("requantization parameters do not have OC channels");
-    const int32_t qmin = a.out_kind == OutKind::kInt8 ? -128 : 0, qmax = a.out_kind == OutKind::kInt8 ? 127 : 255;
-    if (lo < qmin || hi > qmax || lo > hi) throw std::invalid_argument("clip bounds outside the output range");
-    if (y_zero_point < qmin || y_zero_point > qmax)
-      throw std::invalid_argument("y_zero_point out of the range of the output dtype");
-    a.requant = rq;
+  a.bias = int32_vector_or_null(bias, OC, &bias_arr, "OC");
+  py::array out = make_output(out_dtype, {a.N, OH, OW, OC}, &a.out_kind);
+  a.requant = checked_requant(requant, a.out_kind, OC, y_zero_point, lo, hi, "OC");
+  if (a.requant) {
     a.zp_y = y_zero_point;
     a.lo = lo;
     a.hi = hi;

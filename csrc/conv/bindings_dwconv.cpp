@@ -53,35 +53,11 @@ py::array dwconv_nhwc(const py::array& x, int32_t x_zero_point, const DwPackedWe
     throw std::invalid_argument("x has C=" + std::to_string(C) + " but the weights have C=" + std::to_string(w.C()));
   const int64_t OH = dw_output_size(H, w.KH(), s[0], pd[0], pd[2], d[0], "H");
   const int64_t OW = dw_output_size(W, w.KW(), s[1], pd[1], pd[3], d[1], "W");
-  const int32_t* bias_ptr = nullptr;
   py::array bias_arr;
-  if (!bias.is_none()) {
-    bias_arr = py::array::ensure(bias);
-    if (!bias_arr || !is_dtype(bias_arr, 'i', 4) || bias_arr.ndim() != 1 || bias_arr.shape(0) != C ||
-        !c_contiguous(bias_arr))
-      throw std::invalid_argument("bias must be a contiguous int32 array of C entries");
-    bias_ptr = static_cast<const int32_t*>(bias_arr.data());
-  }
+  const int32_t* bias_ptr = int32_vector_or_null(bias, C, &bias_arr, "C");
   OutKind kind;
-  py::array out;
-  const std::vector<py::ssize_t> shape{N, OH, OW, C};
-  if (out_dtype == "int32") {
-    kind = OutKind::kInt32;
-    out = py::array_t<int32_t>(shape);
-  } else if (out_dtype == "uint8") {
-    kind = OutKind::kUint8;
-    out = py::array_t<uint8_t>(shape);
-  } else if (out_dtype == "int8") {
-    kind = OutKind::kInt8;
-    out = py::array_t<int8_t>(shape);
-  } else {
-    throw std::invalid_argument("out_dtype must be int32, uint8 or int8");
-  }
-  const RequantParams* rq = nullptr;
-  if (kind != OutKind::kInt32) {
-    if (requant.is_none()) throw std::invalid_argument("8-bit output needs requantization parameters");
-    rq = requant.cast<const RequantParams*>();
-  }
+  py::array out = make_output(out_dtype, {N, OH, OW, C}, &kind);
+  const RequantParams* rq = checked_requant(requant, kind, C, y_zero_point, lo, hi, "C");
   DwArgs a{static_cast<const uint8_t*>(x.data()), is_dtype(x, 'i', 1), N, H, W, C, x_zero_point, &w, bias_ptr,
            s[0], s[1], pd[0], pd[1], pd[2], pd[3], d[0], d[1], kind, out.mutable_data(), rq, y_zero_point, lo, hi};
   {

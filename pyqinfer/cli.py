@@ -201,6 +201,20 @@ def _shape_list(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _write_json(args, env, records, out):
+    """Write ``--json`` output; True when it went to stdout (then nothing else is printed)."""
+    if not args.json:
+        return False
+    doc = {"environment": env, "command": "pyqinfer " + " ".join(args.argv), "records": records}
+    text = json.dumps(doc, indent=1)
+    if args.json == "-":
+        print(text, file=out)
+        return True
+    with open(args.json, "w") as f:
+        f.write(text + "\n")
+    return False
+
+
 def run_bench_gemm(args, out=sys.stdout):
     import pyqinfer
     from .bench import gemm
@@ -231,14 +245,8 @@ def run_bench_gemm(args, out=sys.stdout):
     finally:
         pyqinfer.set_kernel_path(old_path)
     env["loadavg_1min_end"] = gemm._loadavg()
-    if args.json:
-        doc = {"environment": env, "command": "pyqinfer " + " ".join(args.argv), "records": records}
-        text = json.dumps(doc, indent=1)
-        if to_stdout_json:
-            print(text, file=out)
-            return 0
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    if _write_json(args, env, records, out):
+        return 0
     for th in threads:
         recs = [r for r in records if r["threads"] == th]
         pk = recs[0]["peak_gops"] if recs else None
@@ -299,14 +307,8 @@ def run_bench_conv(args, out=sys.stdout):
     finally:
         pyqinfer.set_kernel_path(old_path)
     env["loadavg_1min_end"] = gemm._loadavg()
-    if args.json:
-        doc = {"environment": env, "command": "pyqinfer " + " ".join(args.argv), "records": records}
-        text = json.dumps(doc, indent=1)
-        if to_stdout_json:
-            print(text, file=out)
-            return 0
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    if _write_json(args, env, records, out):
+        return 0
     for th in threads:
         print(f"\n## threads = {th}", file=out)
         print(conv.format_table([r for r in records if r["threads"] == th], markdown=args.markdown), file=out)

@@ -38,3 +38,8 @@ __all__ = [
     "lowbit_qlinear_matmul", "lowbit_accumulate", "lowbit_accumulator_bound", "lowbit_can_overflow",
     "lowbit_k_max",
 ]
+from .shift import (PRODUCT_RULES, check_shift_terms, shift_accumulate, shift_accumulator_bound,  # noqa: E402
+                    shift_can_overflow_int32, shift_decode)
+
+__all__ += ["PRODUCT_RULES", "check_shift_terms", "shift_accumulate", "shift_accumulator_bound",
+            "shift_can_overflow_int32", "shift_decode"]

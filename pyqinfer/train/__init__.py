@@ -21,5 +21,25 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError(
         'pyqinfer.train needs PyTorch: pip install "pyqinfer[train]"') from e
 
-from .layers import QLinear, QConv2d, prepare, calibrate
-from .uniform import UniformQuantizer
+from .apot import APoTQuantizer, apot_levels, apot_levels_repo
+from .dsq import DSQQuantizer
+from .layers import (QConv2d, QLinear, calibrate, fold_bn, fold_bn_sequential, prepare,
+                     quantized_layers)
+from .logq import LogQuantizer, log_levels, miyashita_range
+from .lqnet import LQNetQuantizer
+from .observers import OBSERVERS, MinMaxObserver, MSEObserver, PercentileObserver
+from .pot import DeepShiftQuantizer, PoTQuantizer, deepshift_levels, pot_levels
+from .pwlq import PWLQQuantizer, pwlq_breakpoint, pwlq_levels
+from .qn import QNActivation
+from .rounding import project_to_levels, round_rne, round_stochastic
+from .uniform import UniformQuantizer, qrange
+
+__all__ = [
+    "UniformQuantizer", "qrange", "DSQQuantizer", "PoTQuantizer", "DeepShiftQuantizer",
+    "pot_levels", "deepshift_levels", "APoTQuantizer", "apot_levels", "apot_levels_repo",
+    "LogQuantizer", "log_levels", "miyashita_range", "PWLQQuantizer", "pwlq_breakpoint",
+    "pwlq_levels", "QNActivation", "LQNetQuantizer",
+    "OBSERVERS", "MinMaxObserver", "PercentileObserver", "MSEObserver",
+    "QLinear", "QConv2d", "prepare", "calibrate", "fold_bn", "fold_bn_sequential",
+    "quantized_layers", "round_rne", "round_stochastic", "project_to_levels",
+]

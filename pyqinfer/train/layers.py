@@ -293,15 +293,17 @@ DEFAULT_CONFIG = {
 def _merge(base, over):
     out = dict(base)
     for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and \
+                v.get("scheme", out[k].get("scheme")) == out[k].get("scheme"):
+            out[k] = {**out[k], **v}     # same scheme: override key by key
         else:
             out[k] = v
     return out
 
 
 def layer_config(config, name):
-    """DEFAULT_CONFIG <- config['default'] <- config[name] (dicts merged key by key)."""
+    """DEFAULT_CONFIG <- config['default'] <- config[name]: a quantizer dict that keeps the
+    scheme is merged key by key, one that names another scheme replaces the old one."""
     cfg = _merge(DEFAULT_CONFIG, (config or {}).get("default"))
     return _merge(cfg, (config or {}).get(name))
 

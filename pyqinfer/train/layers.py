@@ -327,7 +327,8 @@ def prepare(model, config=None, inplace=False):
     e.g. ``{"default": {"weight": {"bits": 4}}, "fc": {"weight": {"bits": 8}}}``.
 
     Order-based wiring (for models whose forward applies the modules in registration
-    order, e.g. nn.Sequential): an nn.ReLU right after a layer is fused into it; a
+    order, e.g. nn.Sequential): an nn.ReLU right after a layer (nn.Identity in between
+    allowed, e.g. a folded BatchNorm) is fused into it; a
     layer whose input comes from the previous quantized layer through only
     grid-preserving modules (Flatten, MaxPool2d, Identity, Dropout) shares that
     layer's ``out_quant`` as its ``in_quant`` (no requantization between them).
@@ -347,10 +348,13 @@ def prepare(model, config=None, inplace=False):
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             cfg = layer_config(config, name)
             relu = False
-            if cfg.get("fuse_relu", True) and i + 1 < len(leaves) and isinstance(leaves[i + 1][1], nn.ReLU):
+            j = i + 1
+            while j < len(leaves) and type(leaves[j][1]) is nn.Identity:   # e.g. a folded BatchNorm
+                j += 1
+            if cfg.get("fuse_relu", True) and j < len(leaves) and isinstance(leaves[j][1], nn.ReLU):
                 relu = True
-                _set_module(model, leaves[i + 1][0], nn.Identity())
-                skip.add(leaves[i + 1][0])
+                _set_module(model, leaves[j][0], nn.Identity())
+                skip.add(leaves[j][0])
             wq = make_weight_quantizer(cfg["weight"])
             shared = prev is not None and prev.out_quant is not None
             inq = prev.out_quant if shared else make_act_quantizer(cfg["input"], relu_before=False)

@@ -226,7 +226,7 @@ class LevelQuantizer(Quantizer):
                 "qmin": -float(self.ls.ints.max()) if self.signed else 0.0,
                 "qmax": float(self.ls.ints.max()), "scale": self.int_scale,
                 "zero_point": torch.zeros((), dtype=torch.float64), "ch_axis": None,
-                "alpha": float(self.alpha), "levels": self.ls.values.clone(),
+                "alpha": float(self.alpha.detach()), "levels": self.ls.values.clone(),
                 "level_ints": self.ls.ints.clone(),
                 "domain": self.domain}
 
@@ -248,7 +248,7 @@ class LevelQuantizer(Quantizer):
         if self.signed:
             raise NotImplementedError("threshold outputs are implemented for unsigned levels")
         a = (x_scale.to(torch.float32).reshape(()) * w_scale.to(torch.float32).reshape(-1)).to(torch.float64)
-        t = self.thresholds_normalized() * float(self.alpha)
+        t = self.thresholds_normalized() * float(self.alpha.detach())
         T = torch.floor(t.reshape(1, -1) / a.reshape(-1, 1)) + 1
         return T
 

@@ -80,7 +80,7 @@ class LogDomainQuantizer(LevelQuantizer):
         self._set_alpha(float(_code_value(self.c_max, self.r)))
 
     def project_index(self, m):
-        a = float(self.alpha)
+        a = float(self.alpha.detach())
         with torch.no_grad():
             absval = (m.to(torch.float64) * a).clamp(min=1e-300)
             code = self.r * torch.log2(absval)
@@ -97,7 +97,7 @@ class LogDomainQuantizer(LevelQuantizer):
             return torch.where(zero, torch.zeros_like(idx), idx)
 
     def thresholds_normalized(self):
-        a = float(self.alpha)
+        a = float(self.alpha.detach())
         first = 0.0 if self.zero == "exact" else \
             (2.0 ** ((self.c_min - 0.5) / self.r) / a if self.zero == "below" else 0.0)
         mids = [2.0 ** ((c + 0.5) / self.r) / a for c in range(self.c_min, self.c_max)]

@@ -102,7 +102,7 @@ class QNActivation(Quantizer):
 
     def integer_thresholds(self, x_scale, w_scale, relu=False):
         a = (x_scale.to(torch.float32).reshape(()) * w_scale.to(torch.float32).reshape(-1)).to(torch.float64)
-        t = self.b.detach().to(torch.float64) / float(self.beta)
+        t = self.b.detach().to(torch.float64) / float(self.beta.detach())
         if relu:   # relu(z) > t is z > t for t >= 0, always true for t < 0
             t = torch.where(t < 0, torch.full_like(t, -float("inf")), t)
         return torch.floor(t.reshape(1, -1) / a.reshape(-1, 1)) + 1
@@ -111,5 +111,5 @@ class QNActivation(Quantizer):
         return {"scheme": self.scheme, "bits": self.bits, "signed": False, "dtype": "uint8",
                 "qmin": 0, "qmax": self.n, "scale": self.scale,
                 "zero_point": torch.zeros((), dtype=torch.float64), "ch_axis": None,
-                "beta": float(self.beta), "thresholds": self.b.detach().clone(),
+                "beta": float(self.beta.detach()), "thresholds": self.b.detach().clone(),
                 "strict": True, "temperature": self.temperature}

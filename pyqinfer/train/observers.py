@@ -6,8 +6,8 @@ outliers, and a b-bit grid stretched over it wastes levels. Three answers:
 * ``MinMaxObserver``: the running min and max (no clipping).
 * ``PercentileObserver``: the ``pct`` and ``100 - pct`` percentiles of the
   values seen (a seeded reservoir sample of at most ``max_samples`` values).
-* ``MSEObserver``: the clipping range ``r * [min, max]``, r on a grid in
-  [0.3, 1], that minimises the mean squared quantization error of the values
+* ``MSEObserver``: the clipping range ``r * [min, max]``, r on the geometric grid
+  0.95^i in [0.01, 1], that minimises the mean squared quantization error of the values
   seen on the quantizer's own integer grid (Banner et al. / Sung et al.'s
   ``MSE clipping``, here a grid search rather than a closed form).
 
@@ -130,7 +130,7 @@ class PercentileObserver(_SampleObserver):
 class MSEObserver(_SampleObserver):
     """Range r * [min, max] minimising the quantization MSE on the quantizer's grid."""
 
-    GRID = tuple(0.3 + 0.01 * i for i in range(71))
+    GRID = tuple(0.95 ** i for i in range(90))     # r from 1 down to 0.01
 
     def range(self, qmin, qmax, symmetric):
         los, his = [], []

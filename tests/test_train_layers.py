@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+import pyqinfer.ops as ops  # noqa: E402
 import pyqinfer.reference as ref  # noqa: E402
 import pyqinfer.train as T  # noqa: E402
 from pyqinfer.train.layers import QConv2d, QLinear  # noqa: E402
@@ -36,8 +37,9 @@ def _make(conv, wq, inq, outq, relu, gen, groups=1):
     return m, x
 
 
-def _reference(m, x, y_int):
-    """The same layer computed by pyqinfer.reference from the layer's integer parameters."""
+def _reference(m, x, y_int, engine=False):
+    """The same layer computed by pyqinfer.reference (or, engine=True, by the C++ operators
+    of pyqinfer.ops) from the layer's integer parameters."""
     p = m.integer_params()
     assert len(p["parts"]) == 1
     part = p["parts"][0]
@@ -46,7 +48,7 @@ def _reference(m, x, y_int):
     # the input codes are quantize_linear's (rule 'onnx') for a float input
     assert np.array_equal(ref.quantize_linear(x.numpy(), np.float32(xq["scale"]),
                                               _np_dtype(xq["dtype"])(int(xq["zero_point"])),
-                                              rule="onnx", dtype=xq["dtype"] if xq["qmax"] > 15 else xq["dtype"])
+                                              rule="onnx", dtype=xq["dtype"])
                           .clip(xq["qmin"], xq["qmax"]), xi)
     w = part.w_int.numpy().astype(np.int8)
     ws = part.scale.numpy().astype(np.float32)
@@ -60,13 +62,14 @@ def _reference(m, x, y_int):
         lo = max(lo, int(zy))
     xz = _np_dtype(xq["dtype"])(int(xq["zero_point"]))
     args = (np.float32(xq["scale"]), xz)
+    mod = ops if engine else ref
     if isinstance(m, QConv2d):
         a = p["attributes"]
-        r = ref.qlinear_conv(xi, *args, w, ws, wz, np.float32(oq["scale"]), zy, b,
+        r = mod.qlinear_conv(xi, *args, w, ws, wz, np.float32(oq["scale"]), zy, b,
                              pads=a["pads"], strides=a["strides"], dilations=a["dilations"],
                              group=a["group"], mode="fp32", clip=(lo, hi))
     else:
-        r = ref.qlinear_matmul(xi, *args, w.T, ws, wz, np.float32(oq["scale"]), zy, b,
+        r = mod.qlinear_matmul(xi, *args, w.T, ws, wz, np.float32(oq["scale"]), zy, b,
                                mode="fp32", clip=(lo, hi))
     return r
 
@@ -91,6 +94,7 @@ def test_uniform_eval_equals_reference(case, seed):
     r = _reference(m, x, m.last_int_output)
     assert np.array_equal(m.last_int_output.numpy(), r)
     assert len(np.unique(r)) > 2
+    assert np.array_equal(_reference(m, x, None, engine=True), r)      # and the C++ engine
     # the float output is the dequantized engine output
     oq = m.out_quant.qparams()
     deq = ref.dequantize_linear(r.astype(np.uint8), np.float32(oq["scale"]), np.uint8(int(oq["zero_point"])))
@@ -117,6 +121,27 @@ def test_ties_round_half_even_like_the_engine():
     acc = x.numpy() * 16 @ (lin.weight.detach().numpy() * 8).T
     assert np.any(acc % 2 == 1)                          # odd accumulators are ties at S = 1/2
     assert np.array_equal(got, np.clip(np.round(acc / 2), -128, 127))   # np.round is half-even
+
+
+def test_fp32_conversion_of_large_accumulators_like_the_engine():
+    """acc = 2^25 + 2^17 + x: fl32(acc) drops the low bits (§4.1), so with S = 2^-18 the
+    engine gives 128 where exact (or float64, onnx_ref) arithmetic gives 129 for x = 1."""
+    lin = QLinear(1, 1, weight_quant=T.UniformQuantizer(8, weight=True, per_channel=False),
+                  in_quant=_act(8, symmetric=True), out_quant=_act(8, signed=True, symmetric=False))
+    lin.in_quant.set_qparams(1.0)
+    lin.weight_quant.set_qparams(2.0 ** -9)
+    lin.weight_quant.frozen = True
+    lin.out_quant.set_qparams(2.0 ** 9, -128)
+    with torch.no_grad():
+        lin.weight.fill_(2.0 ** -9)
+        lin.bias.fill_(2.0 ** 16 + 2.0 ** 8)              # int32 bias 2^25 + 2^17
+    lin.eval()
+    x = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    lin(x)
+    got = lin.last_int_output.numpy()
+    assert np.array_equal(got, _reference(lin, x, got))
+    exact = np.clip(np.rint((2.0 ** 25 + 2.0 ** 17 + x.numpy().astype(np.float64)) * 2.0 ** -18) - 128, -128, 127)
+    assert got[1, 0] == 0 and exact[1, 0] == 1
 
 
 @pytest.mark.parametrize("scheme", ["pot", "apot"])

@@ -31,6 +31,18 @@ def test_int_repr_is_quantize_linear_onnx(bits, signed, symmetric):
     assert torch.equal(q.fake_quant(x[:340]), ((q.int_repr(x[:340]) - zp) * s.double()).float())
 
 
+def test_int_repr_divides_like_onnx_not_torch():
+    """docs/semantics.md §5's FBGEMM counterexample: x / s = 127.499992 gives 127 (onnx),
+    x * fl32(1/s) = 127.5 gives 128 (torch rule, PyTorch's fake quant)."""
+    q = T.UniformQuantizer(8, signed=False, symmetric=True)
+    q.set_qparams(np.float32(0.00214854861))
+    x = torch.tensor([np.float32(0.273939937)])
+    assert q.int_repr(x).tolist() == [127.0]
+    assert float(torch.fake_quantize_per_tensor_affine(x, float(np.float32(0.00214854861)), 0, 0, 255)
+                 / np.float32(0.00214854861)) > 127.9      # PyTorch's own rule gives 128
+    assert torch.equal(q.fake_quant(x), 127.0 * q.scale.reshape(1))
+
+
 def test_per_channel_int_repr():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(6, 3, 3, 3, generator=g) * torch.arange(1, 7).reshape(6, 1, 1, 1)

@@ -221,8 +221,10 @@ class LevelQuantizer(Quantizer):
                            True, {"signs": signs, "exponents": exps, "rule": "exact"})]
 
     def qparams(self):
+        top = self.ls.max_int
+        width = 8 if top <= (127 if self.signed else 255) else 16 if top <= (32767 if self.signed else 65535) else 32
         return {"scheme": self.scheme, "bits": self.bits, "signed": self.signed,
-                "dtype": "int8" if self.signed else "uint8",
+                "dtype": ("int" if self.signed else "uint") + str(width),   # container of the codes
                 "qmin": -float(self.ls.ints.max()) if self.signed else 0.0,
                 "qmax": float(self.ls.ints.max()), "scale": self.int_scale,
                 "zero_point": torch.zeros((), dtype=torch.float64), "ch_axis": None,

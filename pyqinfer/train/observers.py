@@ -28,8 +28,8 @@ def qparams_from_range(lo, hi, qmin, qmax, symmetric):
     side that matters (qmax for signed full range [-2^(b-1), 2^(b-1)-1], qmax for
     unsigned). Asymmetric: scale = (hi - lo) / (qmax - qmin),
     zero_point = clamp(qmin - rne(lo / scale), qmin, qmax).
-    Degenerate ranges give scale 1 (times a tiny epsilon-free default) so that
-    the scale stays finite and > 0 as the engine requires.
+    A degenerate range (all zeros) gives scale 1, so that the scale stays finite
+    and > 0 as the engine requires (docs/semantics.md §1.3).
     """
     lo = torch.minimum(torch.as_tensor(lo, dtype=torch.float64), torch.zeros((), dtype=torch.float64))
     hi = torch.maximum(torch.as_tensor(hi, dtype=torch.float64), torch.zeros((), dtype=torch.float64))

@@ -82,6 +82,7 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.17",
         ],
+        "train": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["pyqinfer=pyqinfer.cli:main"]},
     ext_modules=[CMakeExtension("pyqinfer._core")],

@@ -320,7 +320,8 @@ def encode(x, codebook, *, scale=None, alpha=None, rounding="log", underflow="ro
     for c in cuts:
         idx += ax >= c                      # c broadcasts over the last axis
     fields = np.array(cb.sorted_fields, dtype=np.int64)[idx]
-    neg = (x < 0) & (fields != 0) if cb.signed else np.zeros(x.shape, dtype=bool)
+    is_zero = (fields == 0) if cb.has_zero else np.zeros(x.shape, dtype=bool)
+    neg = (x < 0) & ~is_zero if cb.signed else np.zeros(x.shape, dtype=bool)
     codes = fields | np.where(neg, 1 << (cb.bits - 1), 0)
     return ShiftCodes(codes.astype(np.uint8), cb, S)
 

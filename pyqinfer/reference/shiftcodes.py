@@ -60,7 +60,7 @@ class Codebook:
         if len(set(mags)) != len(mags):
             raise ValueError(f"{self.name}: two fields decode to the same magnitude")
         for f, t in self.fields.items():
-            if len(t) > 3 or (len(t) == 0) != (f == 0):
+            if len(t) > 3 or (len(t) == 0 and f != 0):
                 raise ValueError(f"{self.name}: field {f} has terms {t}")
 
     # -- structure ---------------------------------------------------------

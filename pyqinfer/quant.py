@@ -32,7 +32,7 @@ from .reference.shiftcodes import (APOT_CONSTRUCTIONS, LOG_PRESETS, ROUNDINGS, U
                                    Codebook, apot_codebook, log_codebook, pot_codebook)
 
 __all__ = [
-    "ShiftCodes", "Codebook", "encode", "pot_encode", "log_encode", "miyashita_encode",
+    "ShiftCodes", "Codebook", "encode", "encode_thresholds", "pot_encode", "log_encode", "miyashita_encode",
     "apot_encode", "deepshift_q_encode", "from_deepshift_ps", "pot_levels", "log_levels",
     "apot_levels", "pot_codebook", "log_codebook", "apot_codebook", "to_fixed", "unpack",
     "ROUNDINGS", "UNDERFLOWS", "APOT_CONSTRUCTIONS", "LOG_PRESETS",
@@ -324,6 +324,19 @@ def encode(x, codebook, *, scale=None, alpha=None, rounding="log", underflow="ro
     neg = (x < 0) & ~is_zero if cb.signed else np.zeros(x.shape, dtype=bool)
     codes = fields | np.where(neg, 1 << (cb.bits - 1), 0)
     return ShiftCodes(codes.astype(np.uint8), cb, S)
+
+
+def encode_thresholds(codebook, scale=1.0, rounding="log", underflow="round"):
+    """MultiThreshold form of the encoder (§13): (thresholds [C, L-1] float64, lut [1, L] uint8).
+
+    ``pyqinfer.ops.multi_threshold(|x|, thresholds, lut=lut)`` is the magnitude field that
+    :func:`encode` picks for x (one threshold row per channel of a per-channel scale).
+    """
+    cb = _check_codebook(codebook)
+    _ref.check_encode_args(cb, rounding, underflow)
+    S = _check_scale(scale)
+    rows = [_cutoffs(cb, s, rounding, underflow) for s in np.atleast_1d(S)]
+    return np.stack(rows), np.array([cb.sorted_fields], dtype=np.uint8)
 
 
 # -- scheme encoders ------------------------------------------------------------

@@ -28,6 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from .reference import shiftcodes as _ref
+from .reference.pwlq import PWLQCodes, pwlq_breakpoint, pwlq_encode  # noqa: F401 (§14)
 from .reference.shiftcodes import (APOT_CONSTRUCTIONS, LOG_PRESETS, ROUNDINGS, UNDERFLOWS,
                                    Codebook, apot_codebook, log_codebook, pot_codebook)
 
@@ -36,6 +37,7 @@ __all__ = [
     "apot_encode", "deepshift_q_encode", "from_deepshift_ps", "pot_levels", "log_levels",
     "apot_levels", "pot_codebook", "log_codebook", "apot_codebook", "to_fixed", "unpack",
     "ROUNDINGS", "UNDERFLOWS", "APOT_CONSTRUCTIONS", "LOG_PRESETS",
+    "PWLQCodes", "pwlq_encode", "pwlq_breakpoint",
 ]
 
 

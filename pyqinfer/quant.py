@@ -23,6 +23,7 @@ Example::
     >>> [float(v) for v in quant.apot_levels(3, construction="repo", signed=False)][:4]
     [0.0, 0.1, 0.2, 0.3]
 """
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -221,19 +222,35 @@ def _next_up(f):
     return float(np.nextafter(f, np.inf))
 
 
+_FMAX = Fraction(np.finfo(np.float64).max)
+
+
 def _cutoff_linear(r):
-    """min{f float64 : f > r} for a rational r >= 0."""
-    c = float(r)
+    """min{f float64 : f > r} for a rational r >= 0 (inf when r >= the largest float)."""
+    if r >= _FMAX:
+        return np.inf
+    c = float(r)                      # RNE: within half an ulp, so one step at most
     if Fraction(c) <= r:
         c = _next_up(c)
     return c
 
 
-def _cutoff_root4(R):
-    """min{f float64 >= 0 : f^4 > R} for a rational R > 0."""
-    c = float(R) ** 0.25
+def _cutoff_root4(S, j):
+    """min{f float64 >= 0 : f^4 > S^4 * 2^j}, i.e. the cutoff of the threshold S * 2^(j/4)."""
+    R = Fraction(float(S)) ** 4 * Fraction(2) ** j
+    a, rem = divmod(j, 4)
+    try:
+        c = math.ldexp(float(S) * 2.0 ** (rem / 4), a)  # within a few ulps (or 0)
+    except OverflowError:
+        c = np.inf
+    if c == np.inf:
+        if _FMAX ** 4 <= R:
+            return np.inf
+        c = float(np.finfo(np.float64).max)
     while Fraction(c) ** 4 <= R:
         c = _next_up(c)
+        if c == np.inf:
+            return c
     while c > 0:
         p = float(np.nextafter(c, -np.inf))
         if Fraction(p) ** 4 > R:
@@ -258,7 +275,7 @@ def _cutoffs(cb, S, rounding, underflow):
                 j = 4 * cb.log_pos[hi] - 2 * cb.log_step
             else:
                 j = 2 * (cb.log_pos[lo] + cb.log_pos[hi])
-            out.append(_cutoff_root4(Sf ** 4 * Fraction(2) ** int(j)))
+            out.append(_cutoff_root4(S, int(j)))
     return np.array(out, dtype=np.float64)
 
 

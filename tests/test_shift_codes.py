@@ -270,11 +270,16 @@ def boundary_values(cb, S):
     pts = [F(0)] + mags + [(a + b) / 2 for a, b in zip(mags[:-1], mags[1:])]
     out = []
     for p in pts:
-        v = float(F(float(S)) * p)
+        q = F(float(S)) * p
+        v = float(q) if q < F(np.finfo(np.float64).max) else np.inf
         out += [v, float(np.nextafter(v, np.inf)), float(np.nextafter(v, -np.inf))]
         if cb.log_pos is not None and p > 0:
             for d in (-0.25, 0.25, -0.5):          # log thresholds (irrational)
-                g = float(S) * float(p) * 2 ** d
+                e2 = math.frexp(float(p))[1] if np.isfinite(float(p)) else 1024
+                try:
+                    g = math.ldexp(float(S) * (float(p) / 2.0 ** e2) * 2 ** d, e2)
+                except OverflowError:
+                    g = np.inf
                 out += [g, float(np.nextafter(g, np.inf)), float(np.nextafter(g, -np.inf))]
     out += [1e30, np.inf, 1e-300, 5e-324]
     out = [v for v in out if v != 0 or cb.has_zero]
@@ -521,6 +526,8 @@ def test_bad_input_errors():
         quant.deepshift_q_encode(np.array([0.0]))
     with pytest.raises(ValueError, match="bits"):
         quant.pot_encode(np.array([1.0]), 9)
+    with pytest.raises(ValueError, match="1000"):
+        quant.pot_encode(np.array([1.0]), 4, e_max=-998)
     with pytest.raises(ValueError, match="do not fit"):
         quant.pot_encode(np.array([1.0]), 3, e_min=-5)
     with pytest.raises(ValueError, match="n = B/k"):
@@ -570,3 +577,22 @@ def test_fl32_of_fraction_single_rounding():
     assert ref.fl32_of_fraction(q) == np.float32(1 + 2 ** -23)
     assert ref.fl32_of_fraction(mid) == np.float32(1.0)
     assert math.isclose(float(ref.fl32_of_fraction(F(1, 3))), 1 / 3, rel_tol=1e-7)
+
+
+@pytest.mark.parametrize("cb,S", [
+    (ref.pot_codebook(8, e_max=1000, signed=False), np.float32(3e38)),
+    (ref.pot_codebook(8, e_max=-700, signed=False), np.float32(1e-45)),
+    (ref.log_codebook(8, e_max=60, base="sqrt2", signed=False), np.float32(1e-30)),
+    (ref.pot_codebook(8, e_max=127, zero_code=False), np.float32(1e-3)),
+])
+def test_encode_extreme_ranges_match_reference(cb, S):
+    """Cutoffs beyond float64's range (inf) or in its subnormals are still exact."""
+    x = boundary_values(cb, S)
+    x = x[np.isfinite(x) | (np.abs(x) == np.inf)]
+    if not cb.has_zero:
+        x = x[x != 0]
+    x = np.random.default_rng(1).choice(x, 150, replace=False)
+    x = np.concatenate([x, [5e-324, 1e-320, 1e308, np.inf]])
+    for rounding in roundings(cb):
+        got = quant.encode(x, cb, scale=S, rounding=rounding)
+        assert np.array_equal(got.codes, ref.encode_exact(x, S, cb, rounding))

@@ -62,6 +62,9 @@ class Codebook:
         for f, t in self.fields.items():
             if len(t) > 3 or (len(t) == 0 and f != 0):
                 raise ValueError(f"{self.name}: field {f} has terms {t}")
+            if any(not -1000 <= e <= 1000 for e in t):
+                raise ValueError(f"{self.name}: term exponents must lie in [-1000, 1000] (float64 "
+                                 f"holds every level exactly there), got {t}")
 
     # -- structure ---------------------------------------------------------
     def magnitude(self, f):
@@ -255,7 +258,10 @@ def apot_codebook(bits, *, construction="paper", k=2, signed=True):
 def fl32_of_fraction(q):
     """The float32 nearest to the rational q (RNE), one rounding."""
     q = Fraction(q)
-    c = np.float32(float(q))
+    if q >= Fraction(np.finfo(np.float64).max):
+        return np.float32(np.inf)
+    with np.errstate(over="ignore"):
+        c = np.float32(float(q))
     if not np.isfinite(c):
         return c
     cands = [np.nextafter(c, np.float32(-np.inf)), c, np.nextafter(c, np.float32(np.inf))]

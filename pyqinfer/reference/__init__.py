@@ -43,3 +43,12 @@ from .shift import (PRODUCT_RULES, check_shift_terms, shift_accumulate, shift_ac
 
 __all__ += ["PRODUCT_RULES", "check_shift_terms", "shift_accumulate", "shift_accumulator_bound",
             "shift_can_overflow_int32", "shift_decode"]
+from . import shiftcodes  # noqa: E402
+from .shiftcodes import deepshift_linear, shift_linear, to_fixed  # noqa: E402
+
+__all__ += ["shiftcodes", "shift_linear", "deepshift_linear", "to_fixed"]
+from . import pwlq, threshold  # noqa: E402
+from .pwlq import pwlq_encode, pwlq_linear  # noqa: E402
+from .threshold import multi_threshold  # noqa: E402
+
+__all__ += ["pwlq", "threshold", "pwlq_encode", "pwlq_linear", "multi_threshold"]

@@ -60,6 +60,7 @@ if _env_path not in ("", "auto") and _env_path not in kernel_paths():
     )
 
 from . import ops  # noqa: E402
+from .graph import UnsupportedModelError, load  # noqa: E402
 
 __all__ = [
     "cpu_features",
@@ -69,4 +70,6 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "ops",
+    "load",
+    "UnsupportedModelError",
 ]

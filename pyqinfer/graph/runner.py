@@ -145,10 +145,11 @@ class Model:
     def run(self, feeds: Dict[str, np.ndarray], outputs: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
         """Run the model: ``feeds`` maps every input name to a numpy array of the
         input's dtype and shape (free dimensions such as the batch may take any
-        size). Returns ``{output name: array}`` in the ONNX layout."""
+        size). Returns ``{output name: array}`` in the ONNX layout. ``outputs`` may
+        also name intermediate tensors (for per-layer comparisons)."""
         feeds = self._check_feeds(feeds)
-        vals = self._execute(feeds)
-        names = self.graph.outputs if outputs is None else outputs
+        names = self.graph.outputs if outputs is None else list(outputs)
+        vals = self._execute(feeds, record=any(o not in self.graph.outputs for o in names))
         res = {}
         for name in names:
             if name not in self.plan.slot:
@@ -199,13 +200,16 @@ class Model:
             lines.append(f"  input  {io.name}: {io.dtype.name} {self._fmt_shape(io.shape or ())}")
         for io in self.outputs:
             lines.append(f"  output {io.name}: {io.dtype.name} {self._fmt_shape(io.shape or ())}")
-        hdr = f"{'#':>3} {'layer':<28} {'kind':<26} {'in -> out':<44} {'weights':<22} {'w bytes':>8} {'MACs':>10}  kernel"
+        hdr = (f"{'#':>3} {'layer':<24} {'kind':<24} {'in -> out':<17} {'out shape':<16} {'weights':<19} "
+               f"{'w bytes':>8} {'MACs':>10}  kernel")
         lines.append(hdr)
         tot_b = tot_m = 0
         for k, r in enumerate(recs):
             tot_b += r["weight_bytes"]
             tot_m += r["macs"]
-            io = f"{r['in']} -> {r['out']}"
+            io = f"{r['in'].split(' ')[0]} -> {r['out'].split(' ')[0]}".replace("uint8", "u8").replace(
+                "int8", "i8").replace("float32", "f32").replace("int32", "i32")
+            shp = "x".join(str(d) for d in r["out_shape"]) if r["out_shape"] is not None else "?"
             extra = []
             if r["fused"]:
                 extra.append("fused " + ", ".join(r["fused"]))
@@ -214,7 +218,7 @@ class Model:
             if r["numpy_float"]:
                 extra.append("NUMPY FLOAT" + ("" if r["exact"] else ", not bit-exact"))
             kern = r["kernel"] + (f" [{'; '.join(extra)}]" if extra else "")
-            lines.append(f"{k:>3} {r['name'][:28]:<28} {r['kind'][:26]:<26} {io[:44]:<44} {r['weights'][:22]:<22} "
+            lines.append(f"{k:>3} {r['name'][:24]:<24} {r['kind'][:24]:<24} {io:<17} {shp:<16} {r['weights'][:19]:<19} "
                          f"{r['weight_bytes']:>8} {r['macs']:>10}  {kern}")
         lines.append(f"total: {len(recs)} steps, {tot_b} weight bytes, {tot_m} MACs at batch 1; "
                      f"{sum(r['numpy_float'] for r in recs)} numpy float ops")

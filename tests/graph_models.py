@@ -117,3 +117,14 @@ def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", sh
                     per_channel=per_channel, activation_type=qt[act], weight_type=qt[weight],
                     calibrate_method=CalibrationMethod.MinMax)
     return onnx.load(dst)
+
+
+def mlp_residual(seed=2, batch="N"):
+    """Gemm -> Relu -> Gemm -> Add (residual) -> Gemm: the residual Add is where ONNX
+    Runtime's fused QLinearAdd and the ONNX float rule differ."""
+    b = Builder(seed)
+    h = b.node("Relu", [b.gemm("input", 32, 32)])
+    h2 = b.gemm(h, 32, 32)
+    r = b.node("Add", [h, h2])
+    out = b.gemm(r, 32, 10)
+    return b.model([batch, 32], out, [batch, 10], "mlp_residual")

@@ -235,8 +235,9 @@ class _Importer:
         used = set(self.graph_outputs)
         for n in out.nodes:
             used.update(n.inputs)
+        produced = {o for n in out.nodes for o in n.outputs}
         for name, (src, qp, dq) in list(self.view.items()):
-            if name in used and name not in out.tensors:
+            if name in used and name not in produced:
                 srcname = self.int_view(dq, name, None)
                 self.tensor(name, np.float32)
                 self.emit("DequantizeLinear", dq.name or name, [srcname], [name])

@@ -259,7 +259,7 @@ class Plan:
             kern = f"gathered GEMM ({_core.gemm_kernel_name()})"
         st.kernel = kern
         st.info = {"weights": f"{w.dtype.name}{'' if bits == 8 else f'/{bits}-bit'} "
-                              f"{'per-channel' if n.params['w_scale'].size > 1 else 'per-tensor'}",
+                              f"{'per-channel' if n.params.get('w_scale', np.ones(1)).size > 1 else 'per-tensor'}",
                    "weight_bytes": int(w.size * (bits if bits < 8 else 8) // 8 + (4 * OC if bias is not None else 0)),
                    "macs_per_out": int(Cg * KH * KW), "out_channels": OC,
                    "clip": None if int32_out else ((lo, hi) if (lo, hi) != ops.activation_bounds(None, 1.0, 0, t_y.dtype) else None)}

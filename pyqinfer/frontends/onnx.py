@@ -222,12 +222,40 @@ class _Importer:
                 self.producer[o] = n
         self.graph_outputs = [o.name for o in g.output]
         self.out.outputs = list(self.graph_outputs)
-        for n in g.node:
+        for n in self.sorted_nodes():
             if id(n) in self.done:
                 continue
             self.node(n)
         self.finish()
         return self.out
+
+    def sorted_nodes(self):
+        """The ONNX nodes in a topological order (stable); UnsupportedModelError on a cycle."""
+        nodes = list(self.g.node)
+        deps = {id(n): {id(self.producer[i]) for i in n.input if i in self.producer and self.producer[i] is not n}
+                for n in nodes}
+        selfloop = [n for n in nodes if any(i in n.output for i in n.input if i)]
+        users = {}
+        for n in nodes:
+            for d in deps[id(n)]:
+                users.setdefault(d, []).append(n)
+        ready = [n for n in nodes if not deps[id(n)] and n not in selfloop]
+        order, k = [], 0
+        while k < len(ready):
+            n = ready[k]
+            k += 1
+            order.append(n)
+            for u in users.get(id(n), ()):
+                deps[id(u)].discard(id(n))
+                if not deps[id(u)] and u not in selfloop:
+                    ready.append(u)
+        if len(order) != len(nodes):
+            done = {id(n) for n in order}
+            stuck = [n for n in nodes if id(n) not in done]
+            raise UnsupportedModelError("the graph has a cycle: nodes " + ", ".join(
+                f"{n.name or '(unnamed)'!r} ({n.op_type})" for n in stuck[:8]) + (" ..." if len(stuck) > 8 else "")
+                + " depend on each other's outputs")
+        return order
 
     def finish(self):
         out = self.out

@@ -128,3 +128,19 @@ def mlp_residual(seed=2, batch="N"):
     r = b.node("Add", [h, h2])
     out = b.gemm(r, 32, 10)
     return b.model([batch, 32], out, [batch, 10], "mlp_residual")
+
+
+def resnet_small(seed=3, batch="N", width=16, hw=32):
+    """A ~20-node ResNet-style CNN (stem, 4 residual blocks, a strided transition,
+    global pool, gemm) for timing the runner (not used by the default tests)."""
+    b = Builder(seed)
+    x = b.node("Relu", [b.conv("input", 3, width)])
+
+    def block(x, c):
+        h = b.node("Relu", [b.conv(x, c, c)])
+        return b.node("Relu", [b.node("Add", [x, b.conv(h, c, c)])])
+    x = block(block(x, width), width)
+    x = b.node("Relu", [b.conv(x, width, 2 * width, stride=2)])
+    x = block(block(x, 2 * width), 2 * width)
+    g = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
+    return b.model([batch, 3, hw, hw], b.gemm(g, 2 * width, 10), [batch, 10], "resnet_small")

@@ -229,8 +229,12 @@ class Plan:
                 p = geo_cache[hw] = _auto_pads(auto_pad, hw, (KH, KW), strides, dil)
             return p
 
-        def fast(x):
-            return _core.qconv(x, za, core_w, strides, pads_for(x), dil, bias, ydt, rq, zy, lo, hi)
+        if auto_pad == "NOTSET":
+            def fast(x):
+                return _core.qconv(x, za, core_w, strides, pads0, dil, bias, ydt, rq, zy, lo, hi)
+        else:
+            def fast(x):
+                return _core.qconv(x, za, core_w, strides, pads_for(x), dil, bias, ydt, rq, zy, lo, hi)
 
         def slow(x):
             if x.dtype != xdt:
@@ -552,7 +556,15 @@ class Plan:
             return
         zpt = tx.dtype.type(xq.zero_point[0])
         sc = float(xq.scale[0])
-        st.fast = st.slow = lambda x: ops.dequantize_linear(np.ascontiguousarray(x), sc, zpt)
+        s1 = np.ascontiguousarray(xq.scale[:1])
+        z1 = np.ascontiguousarray(xq.zero_point[:1].astype(np.int32))
+
+        def fast(x):
+            if x.ndim == 0:
+                return ops.dequantize_linear(x, sc, zpt)
+            return _core.dequantize(x.reshape(-1, x.shape[-1]), s1, z1).reshape(x.shape)
+        st.fast = fast
+        st.slow = lambda x: ops.dequantize_linear(np.ascontiguousarray(x), sc, zpt)
 
     # --- data movement (numpy, NCHW)
     def _build_Reshape(self, n, st):
@@ -573,8 +585,7 @@ class Plan:
             a = axis % x.ndim if axis < 0 else axis
             if a > x.ndim:
                 raise _err(n, f"axis {axis} is out of range for rank {x.ndim}")
-            return x.reshape(int(np.prod(x.shape[:a], dtype=np.int64)), -1) if x.size else \
-                x.reshape(int(np.prod(x.shape[:a])), int(np.prod(x.shape[a:])))
+            return x.reshape(math.prod(x.shape[:a]), math.prod(x.shape[a:]))
         st.fast = st.slow = f
 
     def _build_Transpose(self, n, st):

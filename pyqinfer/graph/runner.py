@@ -48,6 +48,14 @@ class Model:
         self.graph = graph
         self.plan = Plan(graph, add_rule=add_rule, layout=layout)
         self._steps = self.plan.steps
+        # the run loop's per-step data: (step, input slots, transposes to apply, output slot, slots to free)
+        lay = self.plan.layouts
+        self._loop = []
+        for st in self._steps:
+            names = [x for x in st.node.inputs if x]
+            perms = tuple(None if lay[nm] == want else ((0, 2, 3, 1) if want == NHWC else (0, 3, 1, 2))
+                          for nm, want in zip(names, st.in_layouts))
+            self._loop.append((st, tuple(st.ins), perms, st.outs[0], tuple(st.free_after)))
         self.inputs: List[IOInfo] = [IOInfo(i, graph.tensors[i].dtype, graph.tensors[i].shape) for i in graph.inputs]
         self._infer_shapes()
         self.outputs: List[IOInfo] = [IOInfo(o, graph.tensors[o].dtype, graph.tensors[o].shape) for o in graph.outputs]
@@ -120,25 +128,33 @@ class Model:
             vals[slot] = v
         for name, slot in zip(self.graph.inputs, plan.input_slots):
             vals[slot] = feeds[name]
-        layouts = plan.layouts
-        g = self.graph
-        for st in self._steps:
-            args = []
-            for i, want, name in zip(st.ins, st.in_layouts, (x for x in st.node.inputs if x)):
-                v = vals[i]
-                have = layouts[name]
-                if have != want and v.ndim == 4:
-                    v = np.ascontiguousarray(v.transpose((0, 2, 3, 1) if want == NHWC else (0, 3, 1, 2)))
-                args.append(v)
-            key = tuple(a.shape for a in args)
-            if key in st.seen:
-                y = st.fast(*args)
+        for st, ins, perms, out, frees in self._loop:
+            if len(ins) == 1:
+                v = vals[ins[0]]
+                p = perms[0]
+                if p is not None and v.ndim == 4:
+                    v = np.ascontiguousarray(v.transpose(p))
+                key = v.shape
+                if key in st.seen:
+                    vals[out] = st.fast(v)
+                else:
+                    vals[out] = st.slow(v)
+                    st.seen.add(key)
             else:
-                y = st.slow(*args)
-                st.seen.add(key)
-            vals[st.outs[0]] = y
-            if not record:
-                for i in st.free_after:
+                args = []
+                for i, p in zip(ins, perms):
+                    v = vals[i]
+                    if p is not None and v.ndim == 4:
+                        v = np.ascontiguousarray(v.transpose(p))
+                    args.append(v)
+                key = tuple(a.shape for a in args)
+                if key in st.seen:
+                    vals[out] = st.fast(*args)
+                else:
+                    vals[out] = st.slow(*args)
+                    st.seen.add(key)
+            if frees and not record:
+                for i in frees:
                     vals[i] = None
         return vals
 

@@ -85,6 +85,17 @@ def mlp(seed=1, batch="N"):
     return b.model([batch, 1, 8, 8], out, [batch, 10], "mlp")
 
 
+def with_opset(model, opset):
+    """The same model declaring another ai.onnx opset (21 needs IR version 10)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset
+    m.ir_version = 10 if opset >= 21 else 8
+    return m
+
+
 class RandomReader:
     """A calibration data reader of random inputs (onnxruntime.quantization.CalibrationDataReader)."""
 
@@ -106,9 +117,9 @@ def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", sh
     import tempfile
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    qt = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    qt = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "int4": QuantType.QInt4, "uint4": QuantType.QUInt4}
     d = tmpdir or tempfile.mkdtemp()
-    src, dst = os.path.join(d, "f.onnx"), os.path.join(d, f"q_{fmt}_{per_channel}_{act}.onnx")
+    src, dst = os.path.join(d, "f.onnx"), os.path.join(d, f"q_{fmt}_{per_channel}_{act}_{weight}.onnx")
     onnx.save(model, src)
     if shape is None:
         shape = [1 if not isinstance(v.dim_value, int) or v.dim_value == 0 else v.dim_value

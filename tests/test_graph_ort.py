@@ -111,6 +111,20 @@ def test_quantize_static_models_vs_ort(kind, fmt, per_channel, act, tmp_path_fac
         assert np.array_equal(one[k], ours_final[k][:1])
 
 
+@pytest.mark.parametrize("opset", [17, 21])
+@pytest.mark.parametrize("weight", ["int4", "uint4"])
+def test_int4_weights_qdq(opset, weight, tmp_path_factory):
+    """4-bit weights: com.microsoft Q/DQ below opset 21, standard INT4/UINT4 initializers at 21."""
+    q = gm.quantize(gm.with_opset(gm.cnn(), opset), "QDQ", per_channel=True, act="uint8", weight=weight,
+                    shape=[1, 3, 16, 16], tmpdir=str(tmp_path_factory.mktemp("q4")))
+    domains = {n.domain for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    assert domains == ({"com.microsoft"} if opset < 21 else {""})
+    m = pyqinfer.load(q)
+    assert all("4-bit" in r["weights"] for r in m.layers() if r["weights"])
+    feeds = inputs_for(m, 32, opset)
+    assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}), f"int4 opset {opset}")
+
+
 def _ort_optimized_ops(model):
     import os
     import tempfile

@@ -111,7 +111,8 @@ class RandomReader:
         self.it = iter(self.data)
 
 
-def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", shape=None, tmpdir=None):
+def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", shape=None, tmpdir=None,
+             extra_options=None):
     """quantize_static on a float model; returns the quantized ModelProto."""
     import os
     import tempfile
@@ -126,7 +127,7 @@ def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", sh
                  for v in model.graph.input[0].type.tensor_type.shape.dim]
     quantize_static(src, dst, RandomReader(shape), quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
                     per_channel=per_channel, activation_type=qt[act], weight_type=qt[weight],
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax, extra_options=extra_options or {})
     return onnx.load(dst)
 
 

@@ -125,6 +125,20 @@ def test_int4_weights_qdq(opset, weight, tmp_path_factory):
     assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}), f"int4 opset {opset}")
 
 
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_symmetric_activations_keep_relu(kind, tmp_path_factory):
+    """ActivationSymmetric=True keeps DQ->Relu->Q groups (zero point 128): they become an
+    integer Clip, fused into the producing conv/gemm's clamp."""
+    shape = {"cnn": [1, 3, 16, 16], "mlp": [1, 1, 8, 8]}[kind]
+    q = gm.quantize(getattr(gm, kind)(), "QDQ", per_channel=True, act="uint8", shape=shape,
+                    tmpdir=str(tmp_path_factory.mktemp("qs")), extra_options={"ActivationSymmetric": True})
+    assert "Relu" in {n.op_type for n in q.graph.node}
+    m = pyqinfer.load(q)
+    assert any(r["fused"] for r in m.layers())
+    feeds = inputs_for(m, 32, 11)
+    assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}), f"{kind} symmetric")
+
+
 def _ort_optimized_ops(model):
     import os
     import tempfile

@@ -355,8 +355,9 @@ def _load_model(path, **kw):
     return load(path, **kw)
 
 
-def run_model(args, out=sys.stdout):
+def run_model(args, out=None):
     import numpy as np
+    out = out or sys.stdout
     if args.threads is not None:
         from . import set_num_threads
         set_num_threads(args.threads)
@@ -382,8 +383,9 @@ def run_model(args, out=sys.stdout):
     return 0
 
 
-def inspect_model(args, out=sys.stdout):
+def inspect_model(args, out=None):
     import json
+    out = out or sys.stdout
     try:
         model = _load_model(args.model)
     except (ValueError, TypeError, OSError) as e:

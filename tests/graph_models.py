@@ -112,7 +112,7 @@ class RandomReader:
 
 
 def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", shape=None, tmpdir=None,
-             extra_options=None):
+             extra_options=None, nodes_to_exclude=None):
     """quantize_static on a float model; returns the quantized ModelProto."""
     import os
     import tempfile
@@ -127,7 +127,8 @@ def quantize(model, fmt="QDQ", per_channel=False, act="uint8", weight="int8", sh
                  for v in model.graph.input[0].type.tensor_type.shape.dim]
     quantize_static(src, dst, RandomReader(shape), quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
                     per_channel=per_channel, activation_type=qt[act], weight_type=qt[weight],
-                    calibrate_method=CalibrationMethod.MinMax, extra_options=extra_options or {})
+                    calibrate_method=CalibrationMethod.MinMax, extra_options=extra_options or {},
+                    nodes_to_exclude=nodes_to_exclude or [])
     return onnx.load(dst)
 
 
@@ -156,3 +157,18 @@ def resnet_small(seed=3, batch="N", width=16, hw=32):
     x = block(block(x, 2 * width), 2 * width)
     g = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
     return b.model([batch, 3, hw, hw], b.gemm(g, 2 * width, 10), [batch, 10], "resnet_small")
+
+
+def movement(seed=4, batch="N"):
+    """conv -> Pad -> Transpose -> DepthToSpace (CRD) -> Resize (nearest x2) -> conv ->
+    SpaceToDepth -> global pool -> gemm: data movement inside QDQ groups. The first conv is
+    node 'Conv4' (exclude it from quantization to leave a float first layer)."""
+    b = Builder(seed)
+    c = b.node("Relu", [b.conv("input", 3, 8)])
+    p = b.node("Pad", [c, b.init(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")], mode="constant")
+    t = b.node("Transpose", [p], perm=[0, 1, 3, 2])
+    d = b.node("DepthToSpace", [t], blocksize=2, mode="CRD")
+    r = b.node("Resize", [d, "", b.init(np.array([1, 1, 2, 2], np.float32), "sc")], mode="nearest")
+    s2d = b.node("SpaceToDepth", [b.conv(r, 2, 4)], blocksize=2)
+    g = b.node("Flatten", [b.node("GlobalAveragePool", [s2d])])
+    return b.model([batch, 3, 8, 8], b.gemm(g, 16, 5), [batch, 5], "movement")

@@ -139,6 +139,32 @@ def test_symmetric_activations_keep_relu(kind, tmp_path_factory):
     assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}), f"{kind} symmetric")
 
 
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_data_movement_model(fmt, tmp_path_factory):
+    q = gm.quantize(gm.movement(), fmt, per_channel=True, act="uint8", shape=[1, 3, 8, 8],
+                    tmpdir=str(tmp_path_factory.mktemp("mv")))
+    m = pyqinfer.load(q)
+    kinds = {r["kind"] for r in m.layers()}
+    assert {"Pad", "Transpose", "DepthToSpace", "ResizeNearest", "SpaceToDepth"} <= kinds
+    feeds = inputs_for(m, 16, 5)
+    for lv in ("all", "none"):
+        assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), lv, {}), f"movement {fmt} {lv}")
+
+
+def test_float_first_layer(tmp_path_factory):
+    """A first conv left in float (nodes_to_exclude) runs as numpy float ops and inspect says so.
+    The float conv is outside the exactness contract; on this seed its quantized result
+    still equals ORT's."""
+    q = gm.quantize(gm.movement(), "QDQ", per_channel=True, act="uint8", shape=[1, 3, 8, 8],
+                    tmpdir=str(tmp_path_factory.mktemp("ff")), nodes_to_exclude=["Conv4"])
+    m = pyqinfer.load(q)
+    fl = [(r["kind"], r["exact"]) for r in m.layers() if r["numpy_float"]]
+    assert fl == [("FloatOp:Conv", False), ("FloatOp:Relu", True)]
+    assert "2 numpy float ops" in m.summary()
+    feeds = inputs_for(m, 16, 6)
+    assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}), "float first layer")
+
+
 def _ort_optimized_ops(model):
     import os
     import tempfile

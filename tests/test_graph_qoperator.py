@@ -1,7 +1,6 @@
 """Hand-built QOperator and integer data-movement models (onnx.helper) vs ONNX Runtime,
 element for element, at ORT_ENABLE_ALL and ORT_DISABLE_ALL."""
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto as TP, helper, numpy_helper
 
@@ -144,7 +143,8 @@ def test_data_movement_on_integers(dt):
 
 @pytest.mark.parametrize("dt", [np.uint8, np.int8])
 def test_leaky_relu_and_scalar_add(dt):
-    rng = np.random.default_rng(4)
+    """Every byte value through QLinearLeakyRelu, then QLinearAdd with a one-element operand
+    on either side (ORT swaps a scalar A into the second place)."""
     lo, hi = (0, 256) if dt == np.uint8 else (-128, 128)
     inits = {"s": np.float32(0.04), "z": dt(lo + 60), "s2": np.float32(0.03), "z2": dt(lo + 20),
              "c": np.array([lo + 200], dt)}

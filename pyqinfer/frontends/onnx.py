@@ -22,7 +22,7 @@ In short:
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -1045,9 +1045,9 @@ class _Importer:
         self.data_movement(n, x, y, t.quant)
 
     op_Reshape = op_Flatten = op_Transpose = op_Squeeze = op_Unsqueeze = op_Pad = _plain_data_movement
-    op_DepthToSpace = op_SpaceToDepth = op_Resize = op_Identity = op_MaxPool = _plain_data_movement
+    op_DepthToSpace = op_SpaceToDepth = op_Resize = op_Identity = _plain_data_movement
 
-    def op_MaxPool(self, n):  # noqa: F811  (int MaxPool in QOperator models, float MaxPool in float)
+    def op_MaxPool(self, n):  # int MaxPool in QOperator models; a float MaxPool is rejected
         t = self.out.tensors.get(n.input[0])
         if t is not None and t.dtype == np.float32:
             raise _unsupported(n, "float MaxPool outside a QDQ pattern is not supported")

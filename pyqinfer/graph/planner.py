@@ -62,15 +62,8 @@ class Step:
     info: dict = field(default_factory=dict)
     fast: object = None            # callable(*arrays) -> array, pre-validated fast path
     slow: object = None            # callable(*arrays) -> array, validating path
-    seen: set = field(default_factory=set)
+    seen: set = field(default_factory=set)   # input shapes the slow path has validated
     free_after: List[int] = field(default_factory=list)
-
-    def prepare_inputs(self, vals):
-        out = []
-        for i, lay in zip(self.ins, self.in_layouts):
-            v = vals[i]
-            out.append(v)
-        return out
 
 
 def _layout_of(arr, have, want):
@@ -119,7 +112,7 @@ class Plan:
             x = n.inputs[0]
             p = prod.get(x)
             if p is None or p.kind not in ("QLinearConv", "QLinearMatMul") or len(cons.get(x, [])) != 1 \
-                    or x in g.outputs or n.outputs[0] in g.outputs and False:
+                    or x in g.outputs:
                 continue
             tx, ty = g.tensors[x], g.tensors[n.outputs[0]]
             if tx.quant is None or ty.quant is None or not tx.quant.same(ty.quant) or tx.dtype != ty.dtype:
@@ -151,7 +144,6 @@ class Plan:
 
     # ----------------------------------------------------------------- steps
     def _step(self, n: Node) -> Step:
-        g = self.g
         ins = [self.slot[i] for i in n.inputs if i]
         outs = [self.slot[o] for o in n.outputs]
         st = Step(n, ins, outs, [NCHW] * len(ins))

@@ -156,3 +156,25 @@ def test_model_call_needs_single_input():
     m = pyqinfer.load(qconv_model())
     with pytest.raises(TypeError, match="single-input"):
         m(np.zeros((1, 3, 8, 8), np.uint8), np.zeros(1))
+
+
+def _movement_model(node):
+    g = helper.make_graph([node], "mv", [helper.make_tensor_value_info("x", TP.UINT8, [1, 4, 4, 4])],
+                          [helper.make_tensor_value_info("y", TP.UINT8, None)],
+                          [numpy_helper.from_array(np.array([1, 1, 1e9, 2], np.float32), "sc"),
+                           numpy_helper.from_array(np.array([0, 0, 10 ** 7, 0, 0, 0, 0, 0], np.int64), "pads")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("node,msg", [
+    (helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rs", mode="nearest"), r"'rs' \(Resize\): scales"),
+    (helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rs", mode="linear"), r"'rs' \(Resize\): mode 'linear'"),
+    (helper.make_node("Pad", ["x", "pads"], ["y"], name="pad"), r"'pad' \(Pad\): pads .* absurdly large"),
+    (helper.make_node("DepthToSpace", ["x"], ["y"], name="d2s", blocksize=0), r"'d2s' \(DepthToSpace\): blocksize"),
+    (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], ceil_mode=1), r"'mp' \(MaxPool\): ceil_mode=1"),
+    (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 0]), r"'mp' \(MaxPool\): attribute kernel_shape"),
+    (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[9, 9]), r"'mp' \(MaxPool\).*smaller than the kernel"),
+])
+def test_absurd_data_movement_attributes(node, msg):
+    with pytest.raises(ValueError, match=msg):
+        pyqinfer.load(_movement_model(node))

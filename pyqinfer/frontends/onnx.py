@@ -734,6 +734,8 @@ class _Importer:
                 raise _unsupported(n, f"mode {mode!r} is not supported")
             if min(pads) < 0:
                 raise _unsupported(n, f"negative pads (cropping) are not supported: {pads}")
+            if max(pads) > 1 << 16:
+                raise _unsupported(n, f"pads {pads} are absurdly large (limit 65536)")
             dt = self.out.tensors[x].dtype
             if value is None:
                 value = 0.0 if n.input[0] in self.view else 0  # QDQ: real 0.0; QOperator: the stored 0
@@ -748,8 +750,8 @@ class _Importer:
             attrs = {"blocksize": int(a["blocksize"])}
             if op == "DepthToSpace":
                 attrs["mode"] = mode.decode() if isinstance(mode, bytes) else mode
-            if attrs["blocksize"] < 1:
-                raise _unsupported(n, f"blocksize must be >= 1, got {attrs['blocksize']}")
+            if not 1 <= attrs["blocksize"] <= 1 << 10:
+                raise _unsupported(n, f"blocksize must be in [1, 1024], got {attrs['blocksize']}")
         elif op == "Resize":
             attrs = self.resize_attrs(n, a)
             op = "ResizeNearest"
@@ -784,6 +786,10 @@ class _Importer:
             sizes = [int(v) for v in self.get_const(n, ins[3], "sizes")]
         if not scales and not sizes:
             raise _unsupported(n, "needs constant scales or sizes")
+        if scales and not all(np.isfinite(v) and 0 < v <= 1024 for v in scales):
+            raise _unsupported(n, f"scales {scales} must be finite and in (0, 1024]")
+        if sizes and not all(0 < v <= 1 << 24 for v in sizes):
+            raise _unsupported(n, f"sizes {sizes} must be in [1, 2^24]")
         return {"scales": scales or None, "sizes": sizes, "coordinate_transformation_mode": ctm,
                 "nearest_mode": nm}
 

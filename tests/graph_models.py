@@ -172,3 +172,19 @@ def movement(seed=4, batch="N"):
     s2d = b.node("SpaceToDepth", [b.conv(r, 2, 4)], blocksize=2)
     g = b.node("Flatten", [b.node("GlobalAveragePool", [s2d])])
     return b.model([batch, 3, 8, 8], b.gemm(g, 16, 5), [batch, 5], "movement")
+
+
+def quantize_dynamic(model, weight="int8", per_channel=False, tmpdir=None):
+    """onnxruntime.quantization.quantize_dynamic (DynamicQuantizeLinear -> MatMulInteger /
+    ConvInteger -> Cast -> Mul) on a float model."""
+    import os
+    import tempfile
+
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as qd
+    d = tmpdir or tempfile.mkdtemp()
+    src, dst = os.path.join(d, "f.onnx"), os.path.join(d, f"qd_{weight}_{per_channel}.onnx")
+    onnx.save(model, src)
+    qd(src, dst, weight_type=QuantType.QInt8 if weight == "int8" else QuantType.QUInt8, per_channel=per_channel,
+       op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+    return onnx.load(dst)

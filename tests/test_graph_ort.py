@@ -165,6 +165,32 @@ def test_float_first_layer(tmp_path_factory):
     assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}), "float first layer")
 
 
+@pytest.mark.parametrize("kind", ["mlp", "mlp_residual", "cnn"])
+@pytest.mark.parametrize("weight,per_channel", [("int8", False), ("uint8", True)])
+def test_quantize_dynamic_models(kind, weight, per_channel, tmp_path_factory):
+    """DynamicQuantizeLinear (numpy, ORT's rule) -> MatMulInteger/ConvInteger (kernels with a
+    runtime zero point) -> Cast -> Mul -> Add (float32 elementwise, exact): the MLPs are
+    bit-exact end to end (ORT fuses them into DynamicQuantizeMatMul at ORT_ENABLE_ALL).
+    The CNN also has float AveragePool/GlobalAveragePool, run in numpy outside the exactness
+    contract (their last-ulp differences move the next dynamic scale); its ConvInteger
+    outputs before the first float average pool are compared instead."""
+    q = gm.quantize_dynamic(getattr(gm, kind)(), weight, per_channel, tmpdir=str(tmp_path_factory.mktemp("qd")))
+    m = pyqinfer.load(q)
+    kinds = [r["kind"] for r in m.layers()]
+    assert "DynamicQuantizeLinear" in kinds and "MatMulInteger" in kinds
+    feeds = inputs_for(m, 24, 9)
+    if kind == "cnn":
+        first_avg = kinds.index("FloatOp:AveragePool")
+        names = [st.node.outputs[0] for st in m.plan.steps[:first_avg] if st.node.kind == "ConvInteger"]
+        assert len(names) == 3
+        for lv in ("all", "none"):
+            theirs = ort_outputs(q, feeds, names, lv, {n: np.dtype(np.int32) for n in names})
+            assert_same(m.run(feeds, outputs=names), theirs, f"dynamic cnn {lv}")
+        return
+    for lv in ("all", "none"):
+        assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), lv, {}), f"dynamic {kind} {lv}")
+
+
 def _ort_optimized_ops(model):
     import os
     import tempfile

@@ -46,9 +46,10 @@ LUT_OPS = ("Relu", "Clip", "LeakyRelu")
 #: Float ops run in numpy when they are not part of a QDQ pattern.
 FLOAT_OPS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Add", "Sub", "Mul",
              "Div", "Cast", "MatMul", "Gemm", "Conv", "GlobalAveragePool", "Sqrt", "Neg", "Abs", "ReduceMean",
-             "ArgMax")
+             "ArgMax", "MaxPool", "AveragePool", "Concat")
 #: Which of them are bit-exact with ONNX Runtime (one correctly rounded IEEE float32 op per element).
-FLOAT_EXACT = ("Relu", "Clip", "Add", "Sub", "Mul", "Div", "Cast", "Sqrt", "Neg", "Abs", "ArgMax", "LeakyRelu")
+FLOAT_EXACT = ("Relu", "Clip", "Add", "Sub", "Mul", "Div", "Cast", "Sqrt", "Neg", "Abs", "ArgMax", "LeakyRelu",
+               "MaxPool", "Concat")
 
 
 def _unsupported(node, what):
@@ -888,22 +889,42 @@ class _Importer:
                   {"w": w, "w_scale": wqp.scale, "w_zero_point": wqp.zero_point, "bias": bias,
                    "w_bits": np.array(wqp.bits)})
 
+    def _runtime_zp(self, n, x, name, xdt, role):
+        """(activation input names, x qparams) for an integer op whose zero point may be a tensor."""
+        if not name or name in self.const:
+            zx = self.const[name] if name else np.zeros(1, xdt)
+            if np.asarray(zx).size != 1:
+                raise _unsupported(n, f"{role} must be a scalar")
+            return [self.int_view(n, x, QParams(np.ones(1, np.float32), np.asarray(zx).reshape(-1)))]
+        t = self.out.tensors.get(name)
+        if t is None or t.dtype != xdt:
+            raise _unsupported(n, f"{role} {name!r} must be a {xdt} scalar tensor defined before this node")
+        return [self.int_view(n, x, None), name]
+
     def op_ConvInteger(self, n):
         ins = list(n.input) + [""] * (4 - len(n.input))
         xdt = self.act(n, ins[0], "x")
         w = self.get_const(n, ins[1], "the weight w")
         if w.dtype not in _INT8 or w.ndim != 4:
             raise _unsupported(n, f"w must be a 4-D int8/uint8 constant, got {w.dtype}{list(w.shape)}")
-        zx = self.const[ins[2]] if ins[2] else np.zeros(1, xdt)
         zw = self.get_const(n, ins[3], "w_zero_point") if ins[3] else np.zeros(1, w.dtype)
-        if np.asarray(zx).size != 1:
-            raise _unsupported(n, "x_zero_point must be a scalar")
-        xqp = QParams(np.ones(1, np.float32), np.asarray(zx).reshape(-1))
-        x = self.int_view(n, ins[0], xqp)
+        xs = self._runtime_zp(n, ins[0], ins[2], xdt, "x_zero_point")
         y = n.output[0]
         self.tensor(y, np.int32)
-        self.emit("ConvInteger", n.name or y, [x], [y], self.conv_attrs(n, _attrs(n), w.shape),
+        self.emit("ConvInteger", n.name or y, xs, [y], self.conv_attrs(n, _attrs(n), w.shape),
                   {"w": w, "w_zero_point": np.asarray(zw, np.int64).reshape(-1)})
+
+    def op_DynamicQuantizeLinear(self, n):
+        x = n.input[0]
+        t = self.out.tensors.get(x)
+        if t is None or t.dtype != np.float32:
+            raise _unsupported(n, f"input {x!r} must be a float32 tensor defined before this node")
+        outs = list(n.output) + [""] * (3 - len(n.output))
+        names = [o or self.fresh(f"{n.name}_out{k}") for k, o in enumerate(outs)]
+        self.tensor(names[0], np.uint8)
+        self.tensor(names[1], np.float32, shape=())
+        self.tensor(names[2], np.uint8, shape=())
+        self.emit("DynamicQuantizeLinear", n.name or names[0], [x], names)
 
     def op_MatMulInteger(self, n):
         ins = list(n.input) + [""] * (4 - len(n.input))
@@ -911,14 +932,11 @@ class _Importer:
         w = self.get_const(n, ins[1], "B (weights)")
         if w.dtype not in _INT8 or w.ndim != 2:
             raise _unsupported(n, f"B must be a 2-D int8/uint8 constant, got {w.dtype}{list(w.shape)}")
-        za = self.const[ins[2]] if ins[2] else np.zeros(1, xdt)
         zb = self.get_const(n, ins[3], "b_zero_point") if ins[3] else np.zeros(1, w.dtype)
-        if np.asarray(za).size != 1:
-            raise _unsupported(n, "a_zero_point must be a scalar")
-        x = self.int_view(n, ins[0], QParams(np.ones(1, np.float32), np.asarray(za).reshape(-1)))
+        xs = self._runtime_zp(n, ins[0], ins[2], xdt, "a_zero_point")
         y = n.output[0]
         self.tensor(y, np.int32)
-        self.emit("MatMulInteger", n.name or y, [x], [y], {},
+        self.emit("MatMulInteger", n.name or y, xs, [y], {},
                   {"w": np.ascontiguousarray(w), "w_zero_point": np.asarray(zb, np.int64).reshape(-1)})
 
     def op_QLinearMatMul(self, n):
@@ -1056,7 +1074,8 @@ class _Importer:
     def op_MaxPool(self, n):  # int MaxPool in QOperator models; a float MaxPool is rejected
         t = self.out.tensors.get(n.input[0])
         if t is not None and t.dtype == np.float32:
-            raise _unsupported(n, "float MaxPool outside a QDQ pattern is not supported")
+            self.pool_attrs(n, _attrs(n), avg=False)   # the same attribute checks
+            return self.float_op(n)
         return self._plain_data_movement(n)
 
     # ---- float ops

@@ -51,6 +51,39 @@ def _conv_f32(x, w, b, a):
     return out.astype(F32)
 
 
+def _pool(node, a):
+    """2-D max pool (exact: padding never wins) or average pool (float64 sums; not bit-exact)."""
+    k = a["kernel_shape"]
+    s = a.get("strides", [1, 1])
+    p = a.get("pads", [0, 0, 0, 0])
+    d = a.get("dilations", [1, 1])
+    is_max = node.attrs["op"] == "MaxPool"
+    if a.get("ceil_mode", 0) or a.get("auto_pad", "NOTSET") != "NOTSET" or len(k) != 2:
+        raise UnsupportedModelError(f"node {node.name!r} ({node.attrs['op']}): only 2-D pooling with explicit pads "
+                                    f"and ceil_mode=0 is supported")
+    cip = a.get("count_include_pad", 0)
+
+    def f(x):
+        N, C, H, W = x.shape
+        fill = -np.inf if is_max else 0.0
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])), constant_values=fill)
+        ones = np.pad(np.ones((H, W)), ((p[0], p[2]), (p[1], p[3])))
+        OH = (H + p[0] + p[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+        OW = (W + p[1] + p[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+        acc = np.full((N, C, OH, OW), -np.inf if is_max else 0.0)
+        cnt = np.zeros((OH, OW))
+        for i in range(k[0]):
+            for j in range(k[1]):
+                h0, w0 = i * d[0], j * d[1]
+                win = xp[:, :, h0:h0 + s[0] * (OH - 1) + 1:s[0], w0:w0 + s[1] * (OW - 1) + 1:s[1]]
+                cnt += ones[h0:h0 + s[0] * (OH - 1) + 1:s[0], w0:w0 + s[1] * (OW - 1) + 1:s[1]]
+                acc = np.maximum(acc, win) if is_max else acc + win
+        if is_max:
+            return acc.astype(F32)
+        return (acc / (k[0] * k[1] if cip else cnt)).astype(F32)
+    return f
+
+
 def make_float_op(node, consts):
     """A callable(*inputs) for a FloatOp node; ``consts`` are the constant inputs (or None)."""
     op = node.attrs["op"]
@@ -120,6 +153,11 @@ def make_float_op(node, consts):
         return rm
     if op == "GlobalAveragePool":
         return lambda x: np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True).astype(F32)
+    if op in ("MaxPool", "AveragePool"):
+        return _pool(node, a)
+    if op == "Concat":
+        axis = a["axis"]
+        return lambda *xs: np.concatenate(xs, axis=axis)
     if op == "MatMul":
         return lambda x, y: np.matmul(x.astype(np.float64), y.astype(np.float64)).astype(F32)
     if op == "Gemm":

@@ -243,7 +243,18 @@ class Plan:
                 raise _err(n, str(e)) from None
 
         st.fast, st.slow = fast, slow
-        if not nhwc:  # NCHW plan: transpose in and out around the NHWC kernels
+        if len(n.inputs) > 1:   # a runtime zero point (DynamicQuantizeLinear -> ConvInteger): NCHW in and out
+            st.in_layouts = [NCHW, NCHW]
+            st.out_layout = NCHW
+
+            def dyn(x, z):
+                try:
+                    return ops.conv_integer(x, pw, xdt.type(int(z)), auto_pad=auto_pad, dilations=dil, group=group,
+                                            pads=None if auto_pad != "NOTSET" else pads0, strides=strides)
+                except (TypeError, ValueError) as e:
+                    raise _err(n, str(e)) from None
+            st.fast = st.slow = dyn
+        elif not nhwc:  # NCHW plan: transpose in and out around the NHWC kernels
             st.fast = lambda x: _layout_of(fast(_layout_of(x, NCHW, NHWC)), NHWC, NCHW)
             st.slow = lambda x: _layout_of(slow(_layout_of(x, NCHW, NHWC)), NHWC, NCHW)
         depthwise = group > 1 and Cg == 1 and OC == group
@@ -293,6 +304,17 @@ class Plan:
                 raise _err(n, f"requantization scale: {e}") from None
         core_w = pw._core
         xdt = t_x.dtype
+        if len(n.inputs) > 1:   # a runtime zero point (DynamicQuantizeLinear -> MatMulInteger)
+            def dyn(x, z):
+                try:
+                    return ops.matmul_integer(x, pw, xdt.type(int(z)))
+                except (TypeError, ValueError) as e:
+                    raise _err(n, str(e)) from None
+            st.fast = st.slow = dyn
+            st.kernel = f"GEMM ({_core.gemm_kernel_name()})"
+            st.info = {"weights": f"{w.dtype.name} {'per-channel' if wz.size > 1 else 'per-tensor'}",
+                       "weight_bytes": int(w.size), "macs_per_out": int(K), "out_channels": N}
+            return
 
         def fast(x):
             lead = x.shape[:-1]
@@ -533,6 +555,26 @@ class Plan:
                 raise TypeError(f"node {n.name!r}: QuantizeLinear input must be float32, got {x.dtype}")
             return ops.quantize_linear(np.ascontiguousarray(x), s[0], zpt)
         st.fast, st.slow = fast, slow
+
+    def _build_DynamicQuantizeLinear(self, n, st):
+        """ONNX Runtime's DynamicQuantizeLinear (uint8), in numpy float32:
+        lo = min(0, min x), hi = max(0, max x); scale = fl32(hi - lo) / 255 (1 if hi == lo);
+        zp = rne(clamp(fl32(0 - lo / scale), 0, 255)); y = quantize_linear(x, scale, zp) (rule onnx)."""
+        st.kernel = "numpy min/max + eltwise quantize"
+
+        def f(x):
+            if x.dtype != np.float32:
+                raise TypeError(f"node {n.name!r}: DynamicQuantizeLinear input must be float32, got {x.dtype}")
+            if np.isnan(x).any():
+                raise _err(n, "the input contains NaN")
+            lo = min(np.float32(x.min()), np.float32(0)) if x.size else np.float32(0)
+            hi = max(np.float32(x.max()), np.float32(0)) if x.size else np.float32(0)
+            scale = np.float32(1) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255))
+            izp = np.float32(np.float32(0) - np.float32(lo / scale))
+            zp = np.uint8(np.rint(min(max(izp, np.float32(0)), np.float32(255))))
+            y = ops.quantize_linear(x, scale, zp)
+            return y, np.array(scale, np.float32), np.array(zp, np.uint8)
+        st.fast = st.slow = f
 
     def _build_DequantizeLinear(self, n, st):
         tx, xq = self._q(n.inputs[0])

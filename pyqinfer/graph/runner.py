@@ -55,7 +55,7 @@ class Model:
             names = [x for x in st.node.inputs if x]
             perms = tuple(None if lay[nm] == want else ((0, 2, 3, 1) if want == NHWC else (0, 3, 1, 2))
                           for nm, want in zip(names, st.in_layouts))
-            self._loop.append((st, tuple(st.ins), perms, st.outs[0], tuple(st.free_after)))
+            self._loop.append((st, tuple(st.ins), perms, st.outs[0], tuple(st.free_after), len(st.outs) > 1))
         self.inputs: List[IOInfo] = [IOInfo(i, graph.tensors[i].dtype, graph.tensors[i].shape) for i in graph.inputs]
         self._infer_shapes()
         self.outputs: List[IOInfo] = [IOInfo(o, graph.tensors[o].dtype, graph.tensors[o].shape) for o in graph.outputs]
@@ -128,7 +128,7 @@ class Model:
             vals[slot] = v
         for name, slot in zip(self.graph.inputs, plan.input_slots):
             vals[slot] = feeds[name]
-        for st, ins, perms, out, frees in self._loop:
+        for st, ins, perms, out, frees, multi in self._loop:
             if len(ins) == 1:
                 v = vals[ins[0]]
                 p = perms[0]
@@ -153,6 +153,9 @@ class Model:
                 else:
                     vals[out] = st.slow(*args)
                     st.seen.add(key)
+            if multi:
+                for slot, v in zip(st.outs, vals[out]):
+                    vals[slot] = v
             if frees and not record:
                 for i in frees:
                     vals[i] = None

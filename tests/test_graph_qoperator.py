@@ -174,3 +174,18 @@ def test_float_softmax_tail_is_reported():
     assert "NUMPY FLOAT" in m.summary()
     q = m.run({"x": x}, outputs=["q"])["q"]     # the integer part is exact
     assert np.array_equal(q, np.clip(np.rint(x / np.float32(0.1)) + 128, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("H,W,k,s,pads,dil", [
+    (5, 5, 2, 2, [0, 0, 0, 0], 1), (6, 7, 3, 2, [1, 1, 1, 1], 1), (4, 4, 2, 3, [0, 0, 1, 1], 1),
+    (7, 6, 3, 3, [1, 0, 0, 1], 1), (3, 3, 2, 2, [1, 1, 1, 1], 1), (9, 8, 2, 3, [0, 0, 0, 0], 2)])
+def test_max_pool_ceil_mode(dt, H, W, k, s, pads, dil):
+    """ceil_mode=1 (the numpy-padding fallback), including a last window that would start
+    in the end padding, which ONNX Runtime drops."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=pads,
+                            dilations=[dil, dil], ceil_mode=1)
+    model = make([node], [vi("x", dt, [2, 3, H, W])], [vi("y", dt, None)], {}, ms=False)
+    lo, hi = (0, 256) if dt == np.uint8 else (-128, 128)
+    m, _ = check(model, {"x": np.random.default_rng(H * W).integers(lo, hi, (2, 3, H, W)).astype(dt)})
+    assert "ceil_mode fallback" in m.layers()[0]["kernel"]

@@ -405,9 +405,41 @@ class Plan:
         nhwc = self._native(st)
         k, s, p, d = (list(n.attrs[a]) for a in ("kernel_shape", "strides", "pads", "dilations"))
         st.kernel = f"eltwise ({_core.eltwise_kernel_name()})"
+        if n.attrs.get("ceil_mode"):
+            self._max_pool_ceil(n, st, nhwc, k, s, p, d)
+            return
 
         def fast(x):
             return _core.max_pool(x, k, s, p, d)
+
+        def slow(x):
+            if x.dtype not in (np.uint8, np.int8):
+                raise TypeError(f"node {n.name!r}: MaxPool on {x.dtype} is not supported")
+            self._pool_geometry_check(n, x, k, s, p, d)
+            return fast(np.ascontiguousarray(x))
+        self._wrap_layout(st, fast, slow, nhwc)
+
+    def _max_pool_ceil(self, n, st, nhwc, k, s, p, d):
+        """NUMPY FALLBACK for ceil_mode=1 (pyqinfer.ops.max_pool has only ceil_mode=0).
+        ONNX Runtime's output size: OH = ceil((H + pt + pb - e) / s) + 1, minus one if the
+        last window would start in the end padding ((OH-1)*s >= H + pt). The input is padded
+        with the dtype minimum (every remaining window holds a real value, so the padding
+        never wins: exact), then the kernel runs with zero pads."""
+        st.kernel = f"eltwise ({_core.eltwise_kernel_name()}) + numpy padding (ceil_mode fallback)"
+        st.info = {"fallback": "numpy padding for ceil_mode=1"}
+        e = [(k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1]
+
+        def fast(x):
+            H, W = x.shape[1:3]
+            ends = []
+            for size, b, a, ee, ss in ((H, p[0], p[2], e[0], s[0]), (W, p[1], p[3], e[1], s[1])):
+                o = -(-(size + b + a - ee) // ss) + 1
+                if (o - 1) * ss >= size + b:
+                    o -= 1
+                ends.append(max(a, (o - 1) * ss + ee - size - b))
+            qmin = np.iinfo(x.dtype).min
+            xp = np.pad(x, ((0, 0), (p[0], ends[0]), (p[1], ends[1]), (0, 0)), constant_values=qmin)
+            return _core.max_pool(np.ascontiguousarray(xp), k, s, [0, 0, 0, 0], d)
 
         def slow(x):
             if x.dtype not in (np.uint8, np.int8):

@@ -269,3 +269,15 @@ def test_qdq_add_rules(dt):
     else:
         assert np.array_equal(onnx_rule, ort_all)
     assert np.abs(fused.astype(int) - onnx_rule.astype(int)).max() <= 1   # they differ only at near-ties
+
+
+def test_every_kernel_path_and_thread_count(kernel_path, num_threads, tmp_path_factory):
+    """The planned model computes the same bits on every kernel path and thread count
+    (the plan is made under one path; the kernels dispatch at call time)."""
+    q = quantized("cnn", "QOperator", True, "int8", tmp_path_factory)
+    pyqinfer.set_kernel_path("auto")
+    m = pyqinfer.load(q)                      # planned (weights packed) under the best path
+    pyqinfer.set_kernel_path(kernel_path)     # run under this one
+    feeds = inputs_for(m, 8, 21)
+    assert_same(m.run(feeds), ort_outputs(q, feeds, list(m.graph.outputs), "all", {}),
+                f"path {kernel_path} threads {num_threads}")

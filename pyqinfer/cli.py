@@ -106,11 +106,12 @@ def _selfcheck_case(rng, a_dt, b_dt, M, K, N, per_channel, mode):
                 y_scale=sy, y_zero_point=zy, bias=bias)
 
 
-def run_selfcheck(out=sys.stdout, verbose=False):
+def run_selfcheck(out=None, verbose=False):
     """Compare every kernel path (and 1 vs all threads) with pyqinfer.reference.
 
     Returns the number of mismatching checks (0 = all bit-exact).
     """
+    out = out or sys.stdout  # looked up per call: pytest capsys replaces sys.stdout
     import pyqinfer
     from pyqinfer import ops
     from pyqinfer import reference as R
@@ -226,7 +227,8 @@ def _write_json(args, env, records, out):
     return False
 
 
-def run_bench_gemm(args, out=sys.stdout):
+def run_bench_gemm(args, out=None):
+    out = out or sys.stdout  # looked up per call: pytest capsys replaces sys.stdout
     import pyqinfer
     from .bench import gemm
     from .bench.peak import available_cores, measure_peak
@@ -286,7 +288,8 @@ def _layer_list(text):
     return names
 
 
-def run_bench_conv(args, out=sys.stdout):
+def run_bench_conv(args, out=None):
+    out = out or sys.stdout  # looked up per call: pytest capsys replaces sys.stdout
     import pyqinfer
     from .bench import conv, gemm
     from .bench.peak import available_cores

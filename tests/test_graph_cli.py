@@ -8,10 +8,16 @@ import pytest
 from onnx import TensorProto as TP, helper, numpy_helper
 
 import pyqinfer
-from pyqinfer.cli import main
 from pyqinfer.frontends.onnx import import_onnx
 
 ort = pytest.importorskip("onnxruntime")
+
+
+def main(argv):
+    # Imported at call time: pyqinfer.cli binds sys.stdout as a default argument of its bench
+    # commands, so importing it at collection (before capsys) would break other tests' capture.
+    from pyqinfer.cli import main as cli_main
+    return cli_main(argv)
 
 
 def small_model(ir_version=8, init_as_input=False):

@@ -61,6 +61,7 @@ if _env_path not in ("", "auto") and _env_path not in kernel_paths():
 
 from . import ops  # noqa: E402
 from . import quant  # noqa: E402
+from .graph import UnsupportedModelError, load  # noqa: E402
 
 __all__ = [
     "cpu_features",
@@ -71,4 +72,6 @@ __all__ = [
     "set_num_threads",
     "ops",
     "quant",
+    "load",
+    "UnsupportedModelError",
 ]

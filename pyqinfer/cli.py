@@ -19,10 +19,21 @@ examples:
   pyqinfer bench gemm --shapes 1x4096x4096,1024 --threads 1 --json out.json
   pyqinfer bench gemm --quick --json -       # JSON on stdout, no table
   pyqinfer demo                              # selfcheck, then bench gemm --quick
+  pyqinfer inspect model.onnx                # layers, schemes, weight bytes, MACs, kernels
+  pyqinfer run model.onnx --inputs x.npz --out y.npz
   python -m pyqinfer --help                  # the same without the console script
 
 environment: PYQINFER_NUM_THREADS (default thread count), PYQINFER_KERNEL_PATH
 (force a kernel path: scalar, avx2, avx512bw, avx512vnni, or auto).
+"""
+
+RUN_EPILOG = """\
+examples:
+  python -c "import numpy as np; np.savez('x.npz', input=np.random.rand(1, 3, 32, 32).astype('float32'))"
+  pyqinfer run model.onnx --inputs x.npz --out y.npz
+  pyqinfer run model.onnx --inputs x.npz --add-rule onnx     # ONNX reference rule for quantized Add
+
+Unsupported models fail with an error naming the node, its op type and what is missing.
 """
 
 GEMM_EPILOG = """\
@@ -95,11 +106,12 @@ def _selfcheck_case(rng, a_dt, b_dt, M, K, N, per_channel, mode):
                 y_scale=sy, y_zero_point=zy, bias=bias)
 
 
-def run_selfcheck(out=sys.stdout, verbose=False):
+def run_selfcheck(out=None, verbose=False):
     """Compare every kernel path (and 1 vs all threads) with pyqinfer.reference.
 
     Returns the number of mismatching checks (0 = all bit-exact).
     """
+    out = out or sys.stdout  # looked up per call: pytest capsys replaces sys.stdout
     import pyqinfer
     from pyqinfer import ops
     from pyqinfer import reference as R
@@ -215,7 +227,8 @@ def _write_json(args, env, records, out):
     return False
 
 
-def run_bench_gemm(args, out=sys.stdout):
+def run_bench_gemm(args, out=None):
+    out = out or sys.stdout  # looked up per call: pytest capsys replaces sys.stdout
     import pyqinfer
     from .bench import gemm
     from .bench.peak import available_cores, measure_peak
@@ -275,7 +288,8 @@ def _layer_list(text):
     return names
 
 
-def run_bench_conv(args, out=sys.stdout):
+def run_bench_conv(args, out=None):
+    out = out or sys.stdout  # looked up per call: pytest capsys replaces sys.stdout
     import pyqinfer
     from .bench import conv, gemm
     from .bench.peak import available_cores
@@ -335,6 +349,65 @@ def _print_env(env, out):
     if (env["loadavg_1min"] or 0) > 0.5:
         print(f"WARNING: load average {env['loadavg_1min']:.2f}: other processes are running; "
               "multi-threaded figures on a 2-core machine will be unreliable", file=out)
+
+
+# ------------------------------------------------------------------------- models
+
+def _load_model(path, **kw):
+    from .graph import load
+    return load(path, **kw)
+
+
+def run_model(args, out=None):
+    import numpy as np
+    out = out or sys.stdout
+    if args.threads is not None:
+        from . import set_num_threads
+        set_num_threads(args.threads)
+    try:
+        model = _load_model(args.model, add_rule=args.add_rule)
+        if args.inputs.endswith(".npy"):
+            feeds = {"": np.load(args.inputs)}
+        else:
+            with np.load(args.inputs) as z:
+                feeds = {k: z[k] for k in z.files}
+        names = [i.name for i in model.inputs]
+        if len(names) == 1 and len(feeds) == 1 and names[0] not in feeds:
+            feeds = {names[0]: next(iter(feeds.values()))}
+        res = model.run(feeds)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"pyqinfer run: error: {e}", file=sys.stderr)
+        return 1
+    for k, v in res.items():
+        print(f"{k}: {v.dtype.name} {list(v.shape)}", file=out)
+    if args.out:
+        np.savez(args.out, **res)
+        print(f"wrote {args.out}", file=out)
+    return 0
+
+
+def inspect_model(args, out=None):
+    import json
+    out = out or sys.stdout
+    try:
+        model = _load_model(args.model)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"pyqinfer inspect: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        recs = model.layers()
+        for r in recs:
+            r["out_shape"] = list(r["out_shape"]) if r["out_shape"] is not None else None
+        json.dump({"inputs": [[i.name, i.dtype.name, list(i.shape or ())] for i in model.inputs],
+                   "outputs": [[o.name, o.dtype.name, list(o.shape or ())] for o in model.outputs],
+                   "layers": recs}, out, indent=1, default=str)
+        print(file=out)
+        return 0
+    if args.graph:
+        print(model.graph.pretty(), file=out)
+        print(file=out)
+    print(model.summary(), file=out)
+    return 0
 
 
 # ------------------------------------------------------------------------- parser
@@ -405,6 +478,31 @@ def build_parser():
                    help="wait for other processes to use <= PCT%% of the CPU before each row; retry noisy rows")
     c.add_argument("--kernel-path", metavar="NAME", help="force a pyqinfer kernel path for the run")
 
+    r = sub.add_parser("run", help="run a quantized ONNX model on inputs from an .npz file",
+                       description="Load MODEL (a quantized ONNX file: QDQ or QOperator, see "
+                                   "docs/model-format.md), run it on the arrays of --inputs (an .npz "
+                                   "whose keys are the model's input names; a model with one input also "
+                                   "accepts an .npz with a single array of any key or a .npy file) and "
+                                   "write the outputs to --out (.npz, keys = output names).",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    r.add_argument("--inputs", required=True, metavar="X.npz", help="input arrays (.npz, or .npy for one input)")
+    r.add_argument("--out", metavar="Y.npz", help="where to write the outputs (default: print a summary only)")
+    r.add_argument("--add-rule", choices=("onnxruntime", "onnx", "tflite", "xnnpack"),
+                   help="rule of every quantized Add (default: onnxruntime, the fused kernel of ORT)")
+    r.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all CPUs)")
+
+    ins = sub.add_parser("inspect", help="show how a model is planned: layers, schemes, bytes, MACs, kernels",
+                         description="Import and plan MODEL and print one row per step: the integer op "
+                                     "(or numpy float op), input and output dtypes with quantization "
+                                     "parameters, weight scheme and bit width, weight bytes, MACs at "
+                                     "batch 1, and the kernel that will run it. Numpy float ops are "
+                                     "marked (and whether they are bit-exact).",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    ins.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    ins.add_argument("--graph", action="store_true", help="also print the imported IR graph")
+    ins.add_argument("--json", action="store_true", help="print the layer records as JSON instead")
+
     sub.add_parser("demo", help="selfcheck, then bench gemm --quick (under a minute)",
                    description="The README's main job: 'pyqinfer selfcheck' followed by "
                                "'pyqinfer bench gemm --quick'.")
@@ -430,6 +528,10 @@ def main(argv=None):
         if args.repeats < 1:
             parser.error("--repeats must be >= 1")
         return run_bench_gemm(args) if args.bench == "gemm" else run_bench_conv(args)
+    if args.command == "run":
+        return run_model(args)
+    if args.command == "inspect":
+        return inspect_model(args)
     if args.command == "demo":
         if run_selfcheck():
             print("demo: selfcheck failed; not benchmarking wrong results", file=sys.stderr)

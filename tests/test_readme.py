@@ -15,3 +15,6 @@ def test_readme_python_examples_run():
     assert ns["y"].shape == (1, 64, 56, 56) and ns["y"].dtype.name == "uint8"
     assert ns["g"].shape == (1, 64, 1, 1)
     assert ns["acc4"].shape == (64, 512)
+    # the quantized-ONNX example
+    assert ns["logits"].shape == (2, 10) and ns["logits"].dtype.name == "float32"
+    assert ns["model"].inputs[0].shape == ("N", 3, 16, 16)

@@ -117,16 +117,10 @@ def contract(graph, node, ins, add_rule=None):
         sy, zy = _sq(ty.quant, ty.dtype)
         xs = tx.quant.scale
         return ref.requantize_int32(x, xs if xs.size > 1 else float(xs[0]), sy, zy, mode="fp32", clip=_clip(node))
-    if k == "QuantizeLinear":
-        q = ty.quant
-        if q.per_channel:
-            y = ref.quantize_linear(np.moveaxis(x, q.axis, -1), q.scale, q.zero_point.astype(ty.dtype))
-            return np.moveaxis(y, -1, q.axis)
-        return ref.quantize_linear(x, float(q.scale[0]), ty.dtype.type(int(q.zero_point[0])))
-    if k == "DequantizeLinear":
-        q = tx.quant
-        if q.per_channel:
-            y = ref.dequantize_linear(np.moveaxis(x, q.axis, -1), q.scale, q.zero_point.astype(x.dtype))
-            return np.moveaxis(y, -1, q.axis)
-        return ref.dequantize_linear(x, float(q.scale[0]), x.dtype.type(int(q.zero_point[0])))
+    if k in ("QuantizeLinear", "DequantizeLinear"):
+        q, zdt = (ty.quant, ty.dtype) if k == "QuantizeLinear" else (tx.quant, x.dtype)
+        fn = ref.quantize_linear if k == "QuantizeLinear" else ref.dequantize_linear
+        if q.per_channel:   # the reference takes the channel as the last axis
+            return np.moveaxis(fn(np.moveaxis(x, q.axis, -1), q.scale, q.zero_point.astype(zdt)), -1, q.axis)
+        return fn(x, float(q.scale[0]), zdt.type(int(q.zero_point[0])))
     raise NoContract(f"no contract for kind {k}")

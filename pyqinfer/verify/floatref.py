@@ -16,7 +16,8 @@ Ops without arithmetic (data movement, max pool, integer clip, ``*Integer``
 ops) have no rounding: any mismatch there is real.
 
 This module never calls the engine (``pyqinfer.ops`` / ``_core``) nor the
-contract (``pyqinfer.reference``): its only shared code with them is numpy.
+contract's arithmetic (``pyqinfer.reference``); it shares only numpy and the
+SAME-padding geometry (``reference.same_pads``) with them.
 """
 from __future__ import annotations
 
@@ -85,21 +86,10 @@ def _conv(x, w, pads, strides, dil, group):
 
 def _conv_pads(attrs, hw, khw):
     auto = attrs.get("auto_pad", "NOTSET")
-    pads = tuple(attrs["pads"])
     if auto in ("NOTSET", None):
-        return pads
-    if auto == "VALID":
-        return (0, 0, 0, 0)
-    begin, end = [], []
-    for size, k, s, d in zip(hw, khw, attrs["strides"], attrs["dilations"]):
-        out = -(-size // s)
-        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-        small = total // 2
-        if auto == "SAME_UPPER":
-            begin.append(small), end.append(total - small)
-        else:
-            begin.append(total - small), end.append(small)
-    return tuple(begin + end)
+        return tuple(attrs["pads"])
+    from ..reference.conv import same_pads   # geometry only (no arithmetic)
+    return tuple(same_pads(auto, hw, khw, attrs["strides"], attrs["dilations"]))
 
 
 def _taps(x, k, s, p, d=(1, 1)):
@@ -289,14 +279,16 @@ class FloatReference:
                         consts[n.output[0]] = numpy_helper.to_array(at.t)
                     elif at.name in ("value_float", "value_floats"):
                         consts[n.output[0]] = np.asarray(helper.get_attribute_value(at), np.float32)
+        q_of = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input}
         for n in proto.graph.node:
-            if not n.name:
-                continue
+            # the IR names a node after the ONNX node, or after its output when it has no name
+            # (a QDQ table after the output of the QuantizeLinear that closes it)
+            keys = [n.name] if n.name else [o for o in (n.output[0], q_of.get(n.output[0])) if o]
             a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
             if n.op_type == "Relu":
-                self.lut_fns[n.name] = ("relu", None, None)
+                spec = ("relu", None, None)
             elif n.op_type in ("LeakyRelu", "QLinearLeakyRelu"):
-                self.lut_fns[n.name] = ("leaky", np.float32(a.get("alpha", 0.01)), None)
+                spec = ("leaky", np.float32(a.get("alpha", 0.01)), None)
             elif n.op_type == "Clip":
                 if "min" in a or "max" in a:
                     lo, hi = a.get("min"), a.get("max")
@@ -306,8 +298,11 @@ class FloatReference:
                         continue
                     lo = consts[ins[1]] if ins[1] else None
                     hi = consts[ins[2]] if ins[2] else None
-                self.lut_fns[n.name] = ("clip", None if lo is None else np.float32(lo),
-                                        None if hi is None else np.float32(hi))
+                spec = ("clip", None if lo is None else np.float32(lo), None if hi is None else np.float32(hi))
+            else:
+                continue
+            for k in keys:
+                self.lut_fns.setdefault(k, spec)
 
     def _q(self, name):
         t = self.g.tensors[name]

@@ -13,6 +13,13 @@ def _frac(rec, key="exact"):
     return f"{rec[key]}/{rec['compared']}"
 
 
+def _ort_col(t):
+    """ORT exact/elements; '*' marks a mismatch inherited from upstream or in a float op outside the contract."""
+    if not t:
+        return "-"
+    return _frac(t) + ("*" if t["status"] != "exact" and not t.get("counts", True) else "")
+
+
 def _lsb(rec):
     if not rec or "compared" not in rec:
         return "-"
@@ -54,7 +61,7 @@ def text(doc) -> str:
         if c.get("status") == "mismatch":
             ccol += f" ({c['max_lsb']})" if c.get("max_lsb") is not None else ""
         L.append(f"{r['index']:>3} {r['name'][:22]:<22} {r['kind'][:24]:<24} {r['elements']:>8}  {ccol:>13}  "
-                 f"{fe:>13} {ft:>5} {frl:>5} {fl:>6}  {_frac(t) if t else '-':>13} {_lsb(t) if t else '-':>6}{mark}")
+                 f"{fe:>13} {ft:>5} {frl:>5} {fl:>6}  {_ort_col(t):>13} {_lsb(t) if t else '-':>6}{mark}")
     L.append("")
     L.append("end to end (the float model on its own values; ORT on its own):")
     for r in doc["end_to_end"]:
@@ -62,6 +69,8 @@ def text(doc) -> str:
         L.append(f"  {r['output']}: {r['dtype']}{r['shape']}  float reference: {_frac(f)} exact, max "
                  f"{_lsb(f)}{' LSB' if f.get('max_lsb') is not None else ''}"
                  + (f";  ORT: {_frac(t)} exact, max {_lsb(t)}" if t else ""))
+    if any(r["ort"] and r["ort"]["status"] != "exact" and not r["ort"].get("counts", True) for r in doc["layers"]):
+        L.append("* ORT mismatch not counted: inherited from a differing input, or a float op outside the contract")
     fd = doc["first_divergent"]
     L.append("")
     L.append(f"first divergent layer: {fd['any'] or 'none'}"
@@ -128,7 +137,7 @@ def html(doc) -> str:
             f"<tr class='{cls}'><td>{r['index']}</td><td class='l'>{e(r['name'])}</td><td class='l'>{e(r['kind'])}"
             f"</td><td>{r['elements']}</td><td>{e(_frac(c) if c.get('status') != 'n/a' else 'n/a')}</td>"
             f"<td>{e(fe)}</td><td>{e(ft)}</td><td>{e(frl)}</td><td>{e(fl)}</td>"
-            f"<td>{e(_frac(t) if t else '-')}</td><td>{e(_lsb(t) if t else '-')}</td>"
+            f"<td>{e(_ort_col(t))}</td><td>{e(_lsb(t) if t else '-')}</td>"
             f"<td>{_svg_hist(f.get('hist'))}</td><td class='l' style='font-size:11px'>{ex}</td></tr>")
     e2e = "".join(
         f"<tr><td class='l'>{e(r['output'])}</td><td>{r['elements']}</td><td>{e(_frac(r['float']))}</td>"

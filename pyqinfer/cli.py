@@ -37,6 +37,20 @@ examples:
 Unsupported models fail with an error naming the node, its op type and what is missing.
 """
 
+VERIFY_DESCRIPTION = """\
+Run MODEL with the integer engine, keeping every intermediate tensor, and
+compare each layer, fed with the engine's own inputs, with:
+  1. the integer contract (pyqinfer.reference): must be bit-exact;
+  2. a float64 reference of the same graph (dequantize, float64 op, quantize
+     with round-half-to-even and saturation), every mismatch classified with
+     exact rational arithmetic as a float32-rounding 'tie' or a 'real' error;
+  3. ONNX Runtime when it is installed (a copy of the model with the
+     intermediates as outputs).
+Prints per layer: elements compared, exact matches, ties, real errors, the
+maximum difference in LSB, and the first divergent layer. Definitions and a
+worked example: docs/verify.md.
+"""
+
 VERIFY_EPILOG = """\
 columns: contract = exact matches with pyqinfer.reference / elements (the
 engine must equal it); float = exact matches with the float64 reference, then
@@ -569,15 +583,7 @@ def build_parser():
     ins.add_argument("--json", action="store_true", help="print the layer records as JSON instead")
 
     v = sub.add_parser("verify", help="prove a model bit-exact layer by layer (contract, float reference, ORT)",
-                       description="Run MODEL with the integer engine keeping every intermediate tensor, and "
-                                   "compare each layer, fed with the engine's own inputs, with (1) the integer "
-                                   "contract pyqinfer.reference (must be bit-exact), (2) a float64 reference of "
-                                   "the same graph (dequantize, float64 op, quantize with round-half-to-even and "
-                                   "saturation), every mismatch classified with exact rational arithmetic as a "
-                                   "float32-rounding 'tie' or a 'real' error, and (3) ONNX Runtime when installed "
-                                   "(run on a copy of the model with the intermediates as outputs). Prints per "
-                                   "layer the elements compared, exact matches, ties, real errors, the maximum "
-                                   "difference in LSB, and the first divergent layer. Definitions: docs/verify.md.",
+                       description=VERIFY_DESCRIPTION,
                        epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     v.add_argument("--inputs", metavar="X.npz",

@@ -220,3 +220,16 @@ def test_ort_mismatch_after_a_float_op_is_not_counted(tmp_path_factory):
     assert all(r["ort"]["inherited"] for r in diverged if not r["kind"].startswith("FloatOp"))
     assert rep.exit_status == 0 and rep.to_dict()["first_divergent"]["ort"] is None
     assert "inherited" in rep.text()
+
+
+def test_without_onnxruntime_the_contract_decides(monkeypatch):
+    """ORT missing: nothing is compared with it, the verdict is the contract's, the report says so."""
+    import pyqinfer.verify.ortref as ortref
+    monkeypatch.setattr(ortref, "available", lambda: (False, None))
+    rep = verify(tie_model(), seed=2, batch=4)
+    doc = rep.to_dict()
+    check_schema(doc)
+    assert doc["ort"]["available"] is False and doc["ort"]["compared"] is False and doc["ort_exact"] is None
+    assert rep.exit_status == 0 and all(r["ort"] is None for r in rep.layers)
+    assert "not compared (not installed)" in rep.text()
+    assert "ONNX Runtime not compared" in rep.html()

@@ -1,4 +1,4 @@
-"""The ``pyqinfer`` command line: ``selfcheck``, ``bench gemm``, ``bench conv`` and ``demo``.
+"""The ``pyqinfer`` command line: ``selfcheck``, ``bench gemm``, ``bench conv``, ``run``, ``inspect``, ``verify`` and ``demo``.
 
 Every entry point is ``main(argv=None) -> int`` so tests can call it in-process.
 """
@@ -21,6 +21,7 @@ examples:
   pyqinfer demo                              # selfcheck, then bench gemm --quick
   pyqinfer inspect model.onnx                # layers, schemes, weight bytes, MACs, kernels
   pyqinfer run model.onnx --inputs x.npz --out y.npz
+  pyqinfer verify model.onnx --html report.html   # per layer: contract, float reference, ORT
   python -m pyqinfer --help                  # the same without the console script
 
 environment: PYQINFER_NUM_THREADS (default thread count), PYQINFER_KERNEL_PATH
@@ -34,6 +35,38 @@ examples:
   pyqinfer run model.onnx --inputs x.npz --add-rule onnx     # ONNX reference rule for quantized Add
 
 Unsupported models fail with an error naming the node, its op type and what is missing.
+"""
+
+VERIFY_DESCRIPTION = """\
+Run MODEL with the integer engine, keeping every intermediate tensor, and
+compare each layer, fed with the engine's own inputs, with:
+  1. the integer contract (pyqinfer.reference): must be bit-exact;
+  2. a float64 reference of the same graph (dequantize, float64 op, quantize
+     with round-half-to-even and saturation), every mismatch classified with
+     exact rational arithmetic as a float32-rounding 'tie' or a 'real' error;
+  3. ONNX Runtime when it is installed (a copy of the model with the
+     intermediates as outputs).
+Prints per layer: elements compared, exact matches, ties, real errors, the
+maximum difference in LSB, and the first divergent layer. Definitions and a
+worked example: docs/verify.md.
+"""
+
+VERIFY_EPILOG = """\
+columns: contract = exact matches with pyqinfer.reference / elements (the
+engine must equal it); float = exact matches with the float64 reference, then
+its mismatches split into 'ties' (the engine equals the contract, differs from
+the float reference by 1 LSB, and the exact real value lies within the
+documented float32 error of the rounding boundary between them) and 'real'
+errors; maxLSB = largest |difference|; ORT = exact matches with ONNX Runtime.
+
+exit status: 0 bit-exact with the contract (and with ORT when compared); 1 not
+bit-exact; 2 the model or inputs could not be verified.
+
+examples:
+  pyqinfer verify model.onnx                           # random inputs, seed 0, batch 1
+  pyqinfer verify model.onnx --seed 3 --batch 8 --no-ort
+  pyqinfer verify model.onnx --inputs x.npz --json report.json --html report.html
+  pyqinfer verify model.onnx --json - | jq .first_divergent
 """
 
 GEMM_EPILOG = """\
@@ -358,6 +391,21 @@ def _load_model(path, **kw):
     return load(path, **kw)
 
 
+def _read_feeds(path, model):
+    """{input name: array} from an .npz (keys = input names) or, for a one-input model,
+    an .npz with a single array of any key or a .npy file."""
+    import numpy as np
+    if path.endswith(".npy"):
+        feeds = {"": np.load(path)}
+    else:
+        with np.load(path) as z:
+            feeds = {k: z[k] for k in z.files}
+    names = [i.name for i in model.inputs]
+    if len(names) == 1 and len(feeds) == 1 and names[0] not in feeds:
+        feeds = {names[0]: next(iter(feeds.values()))}
+    return feeds
+
+
 def run_model(args, out=None):
     import numpy as np
     out = out or sys.stdout
@@ -366,15 +414,7 @@ def run_model(args, out=None):
         set_num_threads(args.threads)
     try:
         model = _load_model(args.model, add_rule=args.add_rule)
-        if args.inputs.endswith(".npy"):
-            feeds = {"": np.load(args.inputs)}
-        else:
-            with np.load(args.inputs) as z:
-                feeds = {k: z[k] for k in z.files}
-        names = [i.name for i in model.inputs]
-        if len(names) == 1 and len(feeds) == 1 and names[0] not in feeds:
-            feeds = {names[0]: next(iter(feeds.values()))}
-        res = model.run(feeds)
+        res = model.run(_read_feeds(args.inputs, model))
     except (ValueError, TypeError, OSError) as e:
         print(f"pyqinfer run: error: {e}", file=sys.stderr)
         return 1
@@ -408,6 +448,45 @@ def inspect_model(args, out=None):
         print(file=out)
     print(model.summary(), file=out)
     return 0
+
+
+def verify_model(args, out=None):
+    """pyqinfer verify: exit 0 iff bit-exact with the contract (and ORT when compared),
+    1 if not, 2 if the model or the inputs cannot be verified at all."""
+    from .graph import load
+    from .verify import verify
+    out = out or sys.stdout
+    if args.threads is not None:
+        from . import set_num_threads
+        set_num_threads(args.threads)
+    if args.batch < 1:
+        print("pyqinfer verify: error: --batch must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        from .frontends.onnx import load_model_proto
+        proto = load_model_proto(args.model)
+        model = load(proto, add_rule=args.add_rule)
+        feeds = _read_feeds(args.inputs, model) if args.inputs else None
+        rep = verify(model, feeds, seed=args.seed, batch=args.batch, onnx_model=proto, use_ort=not args.no_ort,
+                     ort_level=args.ort_level)
+    except (ValueError, TypeError, OSError, KeyError) as e:
+        print(f"pyqinfer verify: error: {e}", file=sys.stderr)
+        return 2
+    if args.json != "-":
+        print(rep.text(), file=out)
+    if args.json:
+        text = json.dumps(rep.to_dict(), indent=1)
+        if args.json == "-":
+            print(text, file=out)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+            print(f"wrote {args.json}", file=out)
+    if args.html:
+        with open(args.html, "w") as f:
+            f.write(rep.html())
+        print(f"wrote {args.html}", file=out)
+    return rep.exit_status
 
 
 # ------------------------------------------------------------------------- parser
@@ -503,6 +582,26 @@ def build_parser():
     ins.add_argument("--graph", action="store_true", help="also print the imported IR graph")
     ins.add_argument("--json", action="store_true", help="print the layer records as JSON instead")
 
+    v = sub.add_parser("verify", help="prove a model bit-exact layer by layer (contract, float reference, ORT)",
+                       description=VERIFY_DESCRIPTION,
+                       epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    v.add_argument("--inputs", metavar="X.npz",
+                   help="input arrays (.npz keyed by input name, or .npy for one input); default: random "
+                        "inputs of the right dtype and shape (--seed, --batch)")
+    v.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs (default 0)")
+    v.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="size of a free leading (batch) dimension for random inputs (default 1)")
+    v.add_argument("--json", metavar="PATH", help="write the machine-readable report to PATH ('-': stdout only)")
+    v.add_argument("--html", metavar="PATH", help="write a self-contained HTML report with per-layer histograms")
+    v.add_argument("--no-ort", action="store_true", help="do not compare with ONNX Runtime")
+    v.add_argument("--ort-level", choices=("all", "none"), default="all",
+                   help="ORT graph optimization level: 'all' (fused integer kernels, default) or 'none' "
+                        "(ORT evaluates the float QDQ graph)")
+    v.add_argument("--add-rule", choices=("onnxruntime", "onnx", "tflite", "xnnpack"),
+                   help="rule of every quantized Add (default: onnxruntime)")
+    v.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all CPUs)")
+
     sub.add_parser("demo", help="selfcheck, then bench gemm --quick (under a minute)",
                    description="The README's main job: 'pyqinfer selfcheck' followed by "
                                "'pyqinfer bench gemm --quick'.")
@@ -532,6 +631,8 @@ def main(argv=None):
         return run_model(args)
     if args.command == "inspect":
         return inspect_model(args)
+    if args.command == "verify":
+        return verify_model(args)
     if args.command == "demo":
         if run_selfcheck():
             print("demo: selfcheck failed; not benchmarking wrong results", file=sys.stderr)

@@ -76,11 +76,12 @@ def pool_case(draw, dilation=True):
     N = draw(st.integers(1, 2))
     C = draw(st.sampled_from([1, 3, 8, 17, 33, 64, 70]))
     x = draw(q8((N, H, W, C)))
+    ceil_mode = draw(st.integers(0, 1))
     try:
-        ref.pool_geometry(H, W, [kh, kw], [sh, sw], pads, [dh, dw])
+        ref.pool_geometry(H, W, [kh, kw], [sh, sw], pads, [dh, dw], ceil_mode)
     except ValueError:
         assume(False)
-    return x, [kh, kw], [sh, sw], pads, [dh, dw]
+    return x, [kh, kw], [sh, sw], pads, [dh, dw], ceil_mode
 
 
 # ------------------------------------------------------------------ dispatch
@@ -97,12 +98,36 @@ def test_each_path_runs_its_own_kernels(kernel_path):
 @settings(max_examples=100)
 @given(pool_case())
 def test_max_pool_matches_reference(run_everywhere, case):
-    x, k, s, p, d = case
-    want = ref.max_pool(x, k, s, p, d, layout="NHWC")
-    assert_everywhere(run_everywhere, lambda: ops.max_pool(x, k, s, p, d, layout="NHWC"), want, "max_pool")
+    x, k, s, p, d, cm = case
+    want = ref.max_pool(x, k, s, p, d, layout="NHWC", ceil_mode=cm)
+    assert_everywhere(run_everywhere, lambda: ops.max_pool(x, k, s, p, d, layout="NHWC", ceil_mode=cm), want,
+                      "max_pool")
     # NCHW at the API gives the same numbers, transposed
     xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    assert np.array_equal(ops.max_pool(xn, k, s, p, d), want.transpose(0, 3, 1, 2))
+    assert np.array_equal(ops.max_pool(xn, k, s, p, d, ceil_mode=cm), want.transpose(0, 3, 1, 2))
+
+
+def test_pool_ceil_mode_worked_examples(run_everywhere):
+    """1-D along W (semantics 11.1): W=7, k=2, s=2 gives 4 windows with ceil_mode (the
+    last one, [6, 7), runs past the input); W=5, k=3, s=3, right pad 2 would give a
+    third window starting at 6, in the right padding: dropped."""
+    x = np.arange(1, 8, dtype=np.uint8).reshape(1, 1, 7, 1)
+    for cm, want in ((0, [2, 4, 6]), (1, [2, 4, 6, 7])):
+        w = np.array(want, np.uint8).reshape(1, 1, -1, 1)
+        assert np.array_equal(ref.max_pool(x, [1, 2], [1, 2], layout="NHWC", ceil_mode=cm), w)
+        assert_everywhere(run_everywhere, lambda: ops.max_pool(x, [1, 2], [1, 2], layout="NHWC", ceil_mode=cm), w)
+    x5 = x[:, :, :5]
+    assert ref.pool_geometry(1, 5, [1, 3], [1, 3], [0, 0, 0, 2], None, 1)[-1] == 2  # not ceil(4/3) + 1 = 3
+    w = np.array([3, 5], np.uint8).reshape(1, 1, 2, 1)
+    assert_everywhere(run_everywhere, lambda: ops.max_pool(x5, [1, 3], [1, 3], [0, 0, 0, 2], layout="NHWC",
+                                                           ceil_mode=1), w)
+    # average pool, W=7, k=2, s=2, ceil: the last window holds only x=7; count_include_pad
+    # divides it by kh*kw = 2 although the window runs past the (zero) padding
+    for cip, last in ((0, 7), (1, 4)):  # 7 / 2 = 3.5 -> RNE 4
+        y = ops.qlinear_average_pool(x, 1.0, 0, 1.0, 0, [1, 2], [1, 2], None, cip, layout="NHWC", ceil_mode=1)
+        assert y.ravel().tolist() == [2, 4, 6, last]  # 1.5, 3.5, 5.5 -> 2, 4, 6
+        assert np.array_equal(ref.qlinear_average_pool(x, 1.0, 0, 1.0, 0, [1, 2], [1, 2], None, cip, layout="NHWC",
+                                                       ceil_mode=1), y)
 
 
 def test_max_pool_padding_does_not_participate():
@@ -117,13 +142,14 @@ def test_max_pool_padding_does_not_participate():
 @settings(max_examples=100)
 @given(pool_case(dilation=False), st.data())
 def test_average_pool_matches_reference(run_everywhere, case, data):
-    x, k, s, p, _ = case
+    x, k, s, p, _, cm = case
     dt = x.dtype.type
     sx, sy = data.draw(scales), data.draw(scales)
     zx, zy = data.draw(zp_of(dt)), data.draw(zp_of(dt))
     cip = data.draw(st.integers(0, 1))
-    want = ref.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC")
-    assert_everywhere(run_everywhere, lambda: ops.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC"),
+    want = ref.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC", ceil_mode=cm)
+    assert_everywhere(run_everywhere, lambda: ops.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC",
+                                                                       ceil_mode=cm),
                       want, "qlinear_average_pool")
 
 
@@ -362,6 +388,10 @@ def test_bad_input_is_rejected_with_the_argument_named():
         ops.max_pool(x, [2, 2], layout="NCWH")
     with pytest.raises(ValueError, match="kernel"):
         ops.max_pool(x, [5, 5])
+    with pytest.raises(ValueError, match="ceil_mode"):
+        ops.max_pool(x, [2, 2], ceil_mode=2)
+    with pytest.raises(ValueError, match="ceil_mode"):
+        ops.qlinear_average_pool(x, 1.0, 0, 1.0, 0, [2, 2], ceil_mode="yes")
     with pytest.raises(ValueError, match="x_scale"):
         ops.qlinear_average_pool(x, -1.0, 0, 1.0, 0, [2, 2])
     with pytest.raises(ValueError, match="y_zero_point"):
@@ -441,6 +471,60 @@ def test_max_pool_matches_ort(dt):
         want = ort_run("MaxPool", [x], dt, kernel_shape=k, strides=s, pads=p, dilations=d)
         assert np.array_equal(ref.max_pool(x, k, s, p, d), want)
         assert np.array_equal(ops.max_pool(x, k, s, p, d), want)
+
+
+def _ceil_cases(rng, n, dilation):
+    """Random pooling geometries with ceil_mode=1 that ORT accepts (pads < k) and
+    pyqinfer accepts; counts how many change the output size and how many drop a
+    window that would start in the bottom/right padding."""
+    out, grew, dropped = [], 0, 0
+    while len(out) < n:
+        k = [int(rng.integers(1, 5)), int(rng.integers(1, 5))]
+        s = [int(rng.integers(1, 5)), int(rng.integers(1, 5))]
+        d = [int(rng.integers(1, 3)), int(rng.integers(1, 3))] if dilation else [1, 1]
+        p = [int(rng.integers(0, k[0])), int(rng.integers(0, k[1])), int(rng.integers(0, k[0])),
+             int(rng.integers(0, k[1]))]
+        H, W = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        try:
+            g1 = ref.pool_geometry(H, W, k, s, p, d, 1)
+            g0 = ref.pool_geometry(H, W, k, s, p, d, 0)
+        except ValueError:
+            continue
+        grew += g1[-2:] != g0[-2:]
+        e = [(k[i] - 1) * d[i] + 1 for i in range(2)]
+        full = [-(-(n_ + p[i] + p[i + 2] - e[i]) // s[i]) + 1 for i, n_ in enumerate((H, W))]
+        dropped += list(g1[-2:]) != full
+        out.append((H, W, k, s, p, d))
+    assert grew > n // 4 and dropped > n // 20, (grew, dropped)  # both rules are exercised
+    return out
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_max_pool_ceil_mode_matches_ort(dt):
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dt)
+    for H, W, k, s, p, d in _ceil_cases(rng, 120, dilation=True):
+        x = rng.integers(info.min, info.max + 1, (1, 3, H, W)).astype(dt)
+        want = ort_run("MaxPool", [x], dt, kernel_shape=k, strides=s, pads=p, dilations=d, ceil_mode=1)
+        assert np.array_equal(ref.max_pool(x, k, s, p, d, ceil_mode=1), want), (H, W, k, s, p, d)
+        got = ops.max_pool(x, k, s, p, d, ceil_mode=1)
+        assert got.shape == want.shape and np.array_equal(got, want), (H, W, k, s, p, d)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_average_pool_ceil_mode_matches_ort(dt):
+    rng = np.random.default_rng(12)
+    info = np.iinfo(dt)
+    for i, (H, W, k, s, p, _) in enumerate(_ceil_cases(rng, 120, dilation=False)):
+        x = rng.integers(info.min, info.max + 1, (1, 5, H, W)).astype(dt)
+        (sx, zx), (sy, zy) = _qparams(rng, dt), _qparams(rng, dt)
+        cip = i % 2
+        want = ort_run("QLinearAveragePool", [x, np.array(sx), np.array(zx), np.array(sy), np.array(zy)], dt,
+                       domain="com.microsoft", kernel_shape=k, strides=s, pads=p, count_include_pad=cip,
+                       ceil_mode=1)
+        assert np.array_equal(ref.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, ceil_mode=1), want)
+        got = ops.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, ceil_mode=1)
+        assert got.shape == want.shape and np.array_equal(got, want), (H, W, k, s, p, cip)
 
 
 @pytest.mark.parametrize("dt", DTYPES)

@@ -88,8 +88,16 @@ struct Geometry {
   Taps rows, cols;
 };
 
+// Output length along one axis (docs/semantics.md 11.1); span = in + pads - extent >= 0.
+int64_t pool_out_size(int64_t in, int64_t pad0, int64_t span, int64_t stride, bool ceil_mode) {
+  if (!ceil_mode) return span / stride + 1;
+  int64_t out = (span + stride - 1) / stride + 1;
+  if ((out - 1) * stride >= in + pad0) --out;  // a window starting in the bottom/right padding is dropped
+  return out;
+}
+
 Geometry pool_geometry(const py::array& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
-                       const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
+                       const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, bool ceil_mode) {
   check_q8(x, "x");
   if (x.ndim() != 4) throw std::invalid_argument("x must be 4-D NHWC");
   if (kernel.size() != 2 || strides.size() != 2 || pads.size() != 4 || dilations.size() != 2)
@@ -103,10 +111,10 @@ Geometry pool_geometry(const py::array& x, const std::vector<int64_t>& kernel, c
   for (int i = 0; i < 4; ++i)
     if (pads[i] < 0 || pads[i] >= (i % 2 == 0 ? eh : ew))
       throw std::invalid_argument("pads must lie in [0, dilated kernel size)");
-  g.OH = (g.H + pads[0] + pads[2] - eh) / strides[0] + 1;
-  g.OW = (g.W + pads[1] + pads[3] - ew) / strides[1] + 1;
   if (g.H + pads[0] + pads[2] < eh || g.W + pads[1] + pads[3] < ew)
     throw std::invalid_argument("the padded input is smaller than the kernel");
+  g.OH = pool_out_size(g.H, pads[0], g.H + pads[0] + pads[2] - eh, strides[0], ceil_mode);
+  g.OW = pool_out_size(g.W, pads[1], g.W + pads[1] + pads[3] - ew, strides[1], ceil_mode);
   g.rows = axis_taps(g.H, g.OH, kernel[0], strides[0], pads[0], dilations[0]);
   g.cols = axis_taps(g.W, g.OW, kernel[1], strides[1], pads[1], dilations[1]);
   return g;
@@ -125,8 +133,8 @@ PoolArgs pool_args(const Geometry& g, const py::array& x, py::array& y) {
 int64_t row_grain(const Geometry& g) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, g.OW * g.C)); }
 
 py::array max_pool(const py::array& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
-                   const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
-  const Geometry g = pool_geometry(x, kernel, strides, pads, dilations);
+                   const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, bool ceil_mode) {
+  const Geometry g = pool_geometry(x, kernel, strides, pads, dilations, ceil_mode);
   const bool s8 = is_s8(x);
   py::array y = empty_like_q8(s8, {g.N, g.OH, g.OW, g.C});
   const PoolArgs a = pool_args(g, x, y);
@@ -140,8 +148,8 @@ py::array max_pool(const py::array& x, const std::vector<int64_t>& kernel, const
 
 py::array avg_pool(const py::array& x, float x_scale, int32_t x_zp, float y_scale, int32_t y_zp,
                    const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
-                   const std::vector<int64_t>& pads, bool count_include_pad) {
-  const Geometry g = pool_geometry(x, kernel, strides, pads, {1, 1});
+                   const std::vector<int64_t>& pads, bool count_include_pad, bool ceil_mode) {
+  const Geometry g = pool_geometry(x, kernel, strides, pads, {1, 1}, ceil_mode);
   const bool s8 = is_s8(x);
   check_scale(x_scale, "x_scale");
   check_scale(y_scale, "y_scale");
@@ -444,10 +452,10 @@ py::array concat(const std::vector<py::array>& xs, const std::vector<float>& sca
 void bind_eltwise(py::module_& m) {
   m.def("eltwise_kernel_name", [] { return std::string(kernels().name); });
   m.def("max_pool", &max_pool, py::arg("x"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"),
-        py::arg("dilations"));
+        py::arg("dilations"), py::arg("ceil_mode") = false);
   m.def("avg_pool", &avg_pool, py::arg("x"), py::arg("x_scale"), py::arg("x_zero_point"), py::arg("y_scale"),
         py::arg("y_zero_point"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"),
-        py::arg("count_include_pad"));
+        py::arg("count_include_pad"), py::arg("ceil_mode") = false);
   m.def("global_avg_pool", &global_avg_pool, py::arg("x"), py::arg("x_scale"), py::arg("x_zero_point"),
         py::arg("y_scale"), py::arg("y_zero_point"));
   m.def("qlinear_add", &qlinear_add, py::arg("a"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("b"),

@@ -61,7 +61,7 @@ def _ints(name, v, n, default):
     return out
 
 
-def _geometry(x_nhwc, kernel_shape, strides, pads, dilations):
+def _geometry(x_nhwc, kernel_shape, strides, pads, dilations, ceil_mode=0):
     H, W = x_nhwc.shape[1:3]
     k = _ints("kernel_shape", kernel_shape, 2, None) if kernel_shape is not None else None
     if k is None:
@@ -80,6 +80,8 @@ def _geometry(x_nhwc, kernel_shape, strides, pads, dilations):
         raise ValueError(f"pads must lie in [0, dilated kernel size {e}), got {p}")
     if H + p[0] + p[2] < e[0] or W + p[1] + p[3] < e[1]:
         raise ValueError(f"the padded input ({H}x{W}, pads {p}) is smaller than the kernel {e}")
+    if not isinstance(ceil_mode, (numbers.Integral, np.bool_)) or int(ceil_mode) not in (0, 1):
+        raise ValueError(f"ceil_mode must be 0 or 1, got {ceil_mode!r}")
     return k, s, p, d
 
 
@@ -94,23 +96,26 @@ def _scalar_scale(name, s):
     return float(_scale(name, s)[0])
 
 
-def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, *, layout="NCHW"):
-    """ONNX MaxPool (ceil_mode 0) on uint8/int8; the output keeps x's scale and zero point.
+def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, *, layout="NCHW", ceil_mode=0):
+    """ONNX MaxPool on uint8/int8; the output keeps x's scale and zero point.
 
     ``pads`` is ``[top, left, bottom, right]``; padding never participates.
+    ``ceil_mode=1`` rounds the output size up (a window that would start in the
+    bottom/right padding is dropped), as ONNX and ONNX Runtime do.
     """
     xh = _layout_in(x, layout)
-    k, s, p, d = _geometry(xh, kernel_shape, strides, pads, dilations)
-    return _layout_out(_core.max_pool(xh, k, s, p, d), layout)
+    k, s, p, d = _geometry(xh, kernel_shape, strides, pads, dilations, ceil_mode)
+    return _layout_out(_core.max_pool(xh, k, s, p, d, bool(ceil_mode)), layout)
 
 
 def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel_shape, strides=None,
-                         pads=None, count_include_pad=0, *, layout="NCHW"):
+                         pads=None, count_include_pad=0, *, layout="NCHW", ceil_mode=0):
     """com.microsoft QLinearAveragePool, bit-exact with ONNX Runtime (a float32 rule,
     docs/semantics.md 11.3). A kernel covering the whole image with zero pads is
-    the global average pool, as in ORT."""
+    the global average pool, as in ORT. ``ceil_mode`` as in :func:`max_pool`;
+    ``count_include_pad=1`` always divides by kh*kw (ORT's rule)."""
     xh = _layout_in(x, layout)
-    k, s, p, _ = _geometry(xh, kernel_shape, strides, pads, None)
+    k, s, p, _ = _geometry(xh, kernel_shape, strides, pads, None, ceil_mode)
     sx, sy = _scalar_scale("x_scale", x_scale), _scalar_scale("y_scale", y_scale)
     zx = _scalar_zp("x_zero_point", x_zero_point, xh.dtype)
     zy = _scalar_zp("y_zero_point", y_zero_point, xh.dtype)
@@ -119,7 +124,7 @@ def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel
     if tuple(k) == tuple(xh.shape[1:3]) and not any(p):
         y = _core.global_avg_pool(xh, sx, zx, sy, zy)
     else:
-        y = _core.avg_pool(xh, sx, zx, sy, zy, k, s, p, bool(count_include_pad))
+        y = _core.avg_pool(xh, sx, zx, sy, zy, k, s, p, bool(count_include_pad), bool(ceil_mode))
     return _layout_out(y, layout)
 
 

@@ -48,13 +48,25 @@ def _from_nhwc(y, layout):
     return y if layout == "NHWC" else y.transpose(0, 3, 1, 2)
 
 
-def pool_geometry(H, W, kernel_shape, strides=None, pads=None, dilations=None):
+def _out_size(n, p0, p1, e, s, ceil_mode):
+    """Output length along one axis (docs/semantics.md 11.1)."""
+    span = n + p0 + p1 - e
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1  # ceil
+    if (out - 1) * s >= n + p0:  # the last window would start in the bottom/right padding: dropped
+        out -= 1
+    return out
+
+
+def pool_geometry(H, W, kernel_shape, strides=None, pads=None, dilations=None, ceil_mode=0):
     """Validated 2-D pooling geometry -> (kh, kw, sh, sw, pt, pl, dh, dw, OH, OW).
 
-    pads are ONNX order [top, left, bottom, right]; out = floor((H + pt + pb -
-    ((k - 1) * d + 1)) / s) + 1 (ceil_mode 0). Every pad must be smaller than
-    the dilated kernel extent, and every window must hold at least one tap
-    inside the image.
+    pads are ONNX order [top, left, bottom, right]; with e = (k - 1) * d + 1,
+    out = floor((H + pt + pb - e) / s) + 1 (ceil_mode 0) or ceil(...) + 1
+    minus one if the last window would start in the bottom/right padding
+    (ceil_mode 1). Every pad must be smaller than the dilated kernel extent,
+    and every window must hold at least one tap inside the image.
     """
     def pair(v, name, default):
         v = default if v is None else v
@@ -77,8 +89,12 @@ def pool_geometry(H, W, kernel_shape, strides=None, pads=None, dilations=None):
     eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     if min(pads) < 0 or max(pt, pb) >= eh or max(pl, pr) >= ew:
         raise ValueError(f"pads must lie in [0, dilated kernel size), got {pads}")
-    OH = (H + pt + pb - eh) // sh + 1
-    OW = (W + pl + pr - ew) // sw + 1
+    if ceil_mode not in (0, 1, False, True):
+        raise ValueError(f"ceil_mode must be 0 or 1, got {ceil_mode!r}")
+    if H + pt + pb < eh or W + pl + pr < ew:
+        raise ValueError(f"the (padded) input {H}x{W} is smaller than the kernel")
+    OH = _out_size(H, pt, pb, eh, sh, ceil_mode)
+    OW = _out_size(W, pl, pr, ew, sw, ceil_mode)
     if OH < 1 or OW < 1:
         raise ValueError(f"the (padded) input {H}x{W} is smaller than the kernel")
     for O, s, p, k, d, n, what in ((OH, sh, pt, kh, dh, H, "row"), (OW, sw, pl, kw, dw, W, "column")):
@@ -95,15 +111,15 @@ def _taps(o, s, p, k, d, n):
 
 # ----------------------------------------------------------------- max pool
 
-def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, layout="NCHW"):
-    """ONNX MaxPool (ceil_mode 0) on int8/uint8: max over the in-bounds taps.
+def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, layout="NCHW", ceil_mode=0):
+    """ONNX MaxPool on int8/uint8: max over the in-bounds taps (ceil_mode: 11.1).
 
     Padding never participates. The output keeps x's dtype, scale and zero point.
     """
     x = _int8_tensor(x, "x")
     xh = _to_nhwc(x, layout)
     N, H, W, C = xh.shape
-    kh, kw, sh, sw, pt, pl, dh, dw, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads, dilations)
+    kh, kw, sh, sw, pt, pl, dh, dw, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads, dilations, ceil_mode)
     y = np.empty((N, OH, OW, C), x.dtype)
     for oh in range(OH):
         rows = _taps(oh, sh, pt, kh, dh, H)
@@ -153,12 +169,13 @@ def qlinear_global_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point,
 
 
 def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel_shape,
-                         strides=None, pads=None, count_include_pad=0, layout="NCHW"):
+                         strides=None, pads=None, count_include_pad=0, layout="NCHW", ceil_mode=0):
     """com.microsoft QLinearAveragePool exactly as ORT computes it (float32 path):
 
     d = fl32(s_x * fl32(x - zx)) per element; acc = fl32 running sum over the
     in-bounds taps, kernel row by row (h outer, w inner); count = kh*kw if
-    count_include_pad else the number of in-bounds taps;
+    count_include_pad (also for a ceil_mode window past the padding) else the
+    number of in-bounds taps;
     y = clamp(RNE(fl32(fl32(fl32(acc / fl32(count)) / s_y) + fl32(zy)))).
     Exception (ORT's fallback): a kernel equal to the whole image with all
     pads 0 is qlinear_global_average_pool.
@@ -168,7 +185,7 @@ def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel
     N, H, W, C = xh.shape
     sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
     zx, zy = _zp(x_zero_point, x.dtype, "x_zero_point"), _zp(y_zero_point, x.dtype, "y_zero_point")
-    kh, kw, sh, sw, pt, pl, _, _, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads)
+    kh, kw, sh, sw, pt, pl, _, _, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads, None, ceil_mode)
     if (kh, kw) == (H, W) and not any(pads or ()):
         return _from_nhwc(_gap_nhwc(xh, sx, zx, sy, zy), layout)
     d = (sx * (xh.astype(np.int64) - zx).astype(f32)).astype(f32)

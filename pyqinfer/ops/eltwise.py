@@ -146,8 +146,10 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_z
 
     ``rule``: ``"onnxruntime"`` (ORT's float rule, bit-exact with ORT on x86),
     ``"tflite"`` (three-step fixed point, double rounding) or ``"xnnpack"``.
-    ``b`` has ``a``'s shape or a single element. The output has a's dtype;
-    ``clip`` (None, "relu", "relu6", (lo, hi)) bounds it as in a fused activation.
+    ``a`` and ``b`` broadcast (ONNX multidirectional / numpy rules, e.g.
+    ``[N, C, H, W] + [1, C, 1, 1]`` or a scalar); the output has the broadcast
+    shape and a's dtype; ``clip`` (None, "relu", "relu6", (lo, hi)) bounds it as
+    in a fused activation.
     """
     if rule not in ADD_RULES:
         raise ValueError(f"rule must be one of {ADD_RULES}, got {rule!r}")
@@ -155,15 +157,17 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_z
     b = _int8_array("b", b)
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
-    if b.size != 1 and b.shape != a.shape:
-        raise ValueError(f"b must have a's shape {a.shape} or a single element, got {b.shape}")
+    try:
+        out_shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"b must have a shape that broadcasts with a's: {a.shape} and {b.shape}") from None
     sa, sb, sc = (_scalar_scale(n, v) for n, v in (("a_scale", a_scale), ("b_scale", b_scale), ("c_scale", c_scale)))
     za = _scalar_zp("a_zero_point", a_zero_point, a.dtype)
     zb = _scalar_zp("b_zero_point", b_zero_point, a.dtype)
     zc = _scalar_zp("c_zero_point", c_zero_point, a.dtype)
     lo, hi = activation_bounds(clip, sc, zc, a.dtype)
-    return _core.qlinear_add(np.ascontiguousarray(a), sa, za, np.ascontiguousarray(b), sb, zb, sc, zc,
-                             rule, lo, hi)
+    y = _core.qlinear_add(np.ascontiguousarray(a), sa, za, np.ascontiguousarray(b), sb, zb, sc, zc, rule, lo, hi)
+    return y if y.shape == out_shape else y.reshape(out_shape)  # 0-d
 
 
 def qlinear_concat(y_scale, y_zero_point, inputs, axis):

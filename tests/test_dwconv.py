@@ -167,8 +167,13 @@ def operands(draw, big=False):
 def qcases(draw, big=False):
     case = draw(operands(big))
     acc = case.acc()
-    case.mode = draw(st.sampled_from(MODES))
-    case.x_s, case.w_s, case.y_s, _, center = draw(requant_scales(case.mode, acc))
+    return draw_requant(draw, case, acc, draw(st.sampled_from(MODES)))
+
+
+def draw_requant(draw, case, acc, mode):
+    """Sets case's mode, scales, output zero point (often centred on the outputs) and clip."""
+    case.mode = mode
+    case.x_s, case.w_s, case.y_s, _, center = draw(requant_scales(mode, acc))
     y_dt = draw(st.sampled_from(DTYPES))
     lo, hi = RANGES[y_dt]
     if center is not None and draw(st.integers(0, 7)):  # the outputs' median mid-range
@@ -262,22 +267,7 @@ def quad_cases(draw):
     elif bias == "extreme":
         bias = rng.choice(np.array([-(2 ** 31), 2 ** 31 - 1], np.int32), size=C)
     case = Case(x=x, w=w, x_zp=x_zp, w_zp=w_zp, bias=bias, strides=strides, pads=pads, dilations=dil)
-    acc = case.acc()
-    case.mode = "fp32"
-    case.x_s, case.w_s, case.y_s, _, center = draw(requant_scales("fp32", acc))
-    y_dt = draw(st.sampled_from(DTYPES))
-    ylo, yhi = RANGES[y_dt]
-    if center is not None and draw(st.integers(0, 3)):
-        y_zp = int(np.clip(round((ylo + yhi) / 2 - center) + draw(st.integers(-20, 20)), ylo, yhi))
-    else:
-        y_zp = draw(zero_point_st(y_dt))
-    case.y_zp = np.dtype(y_dt).type(y_zp)
-    clip = draw(st.sampled_from(CLIPS))
-    if clip == "range":
-        c_lo = draw(st.integers(ylo, yhi))
-        clip = (c_lo, draw(st.integers(c_lo, yhi)))
-    case.clip = clip
-    return case
+    return draw_requant(draw, case, case.acc(), "fp32")
 
 
 @settings(max_examples=examples(0.6))

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import pyqinfer
+from conftest import cached_engines
 from pyqinfer.bench import ort
 from pyqinfer.bench.timing import time_interleaved
 from pyqinfer.ops import _dwconv as D
@@ -115,28 +116,18 @@ class DwLayer:
 # ----------------------------------------------------------------------------- pytest-benchmark
 
 ENGINES = ["pyq", pytest.param("ort_nchw", marks=pytest.mark.ort), pytest.param("ort_nhwc", marks=pytest.mark.ort)]
-_cache = {}
-
-
-@pytest.fixture
-def pyq_threads(gemm_threads):
-    old = pyqinfer.get_num_threads()
-    pyqinfer.set_num_threads(gemm_threads)
-    yield gemm_threads
-    pyqinfer.set_num_threads(old)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda l: f"{l[0]}ch_{l[1]}x{l[2]}_s{l[3]}")
 def test_dwconv(benchmark, layer, engine, pyq_threads):
-    key = (layer, pyq_threads)
-    if key not in _cache:
-        _cache.clear()
+    def build():
         lay = DwLayer(*layer)
         fns = lay.engines(pyq_threads, with_ort=ort.available())
         lay.check(fns)
-        _cache[key] = (lay, fns)
-    lay, fns = _cache[key]
+        return lay, fns
+
+    lay, fns = cached_engines(("dwconv", layer, pyq_threads), build)
     if engine not in fns:
         pytest.skip(f"{engine} unavailable")
     benchmark.group = f"dwconv {lay.name()} threads={pyq_threads}"

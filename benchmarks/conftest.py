@@ -9,7 +9,19 @@ onnxruntime does not import.
 """
 import pytest
 
+import pyqinfer
 from pyqinfer.bench import ort as _ort
+
+_engine_cache = {}
+
+
+def cached_engines(key, build):
+    """``build()`` (a case and its engines) for ``key``, kept until another key is asked
+    for: the suites walk their cases in order, and some cases' inputs are not small."""
+    if key not in _engine_cache:
+        _engine_cache.clear()
+        _engine_cache[key] = build()
+    return _engine_cache[key]
 
 
 def pytest_addoption(parser):
@@ -28,6 +40,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ort" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def pyq_threads(gemm_threads):
+    """pyqinfer's thread count set to --gemm-threads for the test, restored afterwards."""
+    old = pyqinfer.get_num_threads()
+    pyqinfer.set_num_threads(gemm_threads)
+    yield gemm_threads
+    pyqinfer.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

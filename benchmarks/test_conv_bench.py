@@ -12,30 +12,18 @@ conv`` adds GOP/s, ratios and the bit-exactness check.
 import numpy as np
 import pytest
 
-import pyqinfer
+from conftest import cached_engines
 from pyqinfer.bench import ort
 from pyqinfer.bench.conv import LAYERS, ConvCase
 
 ENGINES = ["pyq_nhwc", "pyq_nchw", pytest.param("ort", marks=pytest.mark.ort)]
 
-_cache = {}
-
 
 def _engines(name, threads):
-    key = (name, threads)
-    if key not in _cache:
-        _cache.clear()
+    def build():
         case = ConvCase(name)
-        _cache[key] = (case, case.engines(threads, with_ort=ort.available()))
-    return _cache[key]
-
-
-@pytest.fixture
-def pyq_threads(gemm_threads):
-    old = pyqinfer.get_num_threads()
-    pyqinfer.set_num_threads(gemm_threads)
-    yield gemm_threads
-    pyqinfer.set_num_threads(old)
+        return case, case.engines(threads, with_ort=ort.available())
+    return cached_engines(("conv", name, threads), build)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -11,9 +11,10 @@ median timing, pyqinfer.bench.timing)::
     python benchmarks/test_dwconv_bench.py [--threads 1 2] [--target-seconds 0.5]
 
 Engines: ``pyq`` (NHWC in, NHWC out, weights packed once, fp32 requant with
-per-channel scales, uint8 x, int8 w); ``ort_nchw`` (standard QLinearConv, NCHW
-in and out; ORT may insert its own NHWC layout transforms); ``ort_nhwc``
-(com.microsoft.QLinearConv channels_last=1, ORT's NHWC contrib op, no layout
+per-channel scales, uint8 x, int8 w); ``pyq_madd16`` (the same call with the
+row-quad kernel switched off: the previous madd16 kernel, an A/B in one run);
+``ort_nchw`` (standard QLinearConv, NCHW in and out; ORT may insert its own NHWC
+layout transforms); ``ort_nhwc`` (com.microsoft.QLinearConv channels_last=1, ORT's NHWC contrib op, no layout
 conversion). The outputs of every engine are checked equal first (fp32 mode is
 bit-exact with ORT). Ratios are against the faster ORT variant.
 """
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 
 import pyqinfer
+from conftest import cached_engines
 from pyqinfer.bench import ort
 from pyqinfer.bench.timing import time_interleaved
 from pyqinfer.ops import _dwconv as D
@@ -91,8 +93,21 @@ class DwLayer:
             return lambda: sess.run(None, feed)[0]
         return lambda: sess.run(None, feed)[0]  # NCHW
 
+    def pyq_madd16(self):
+        """The same call with the row-quad kernel switched off (the AVX-512BW madd16
+        kernel on this path), for the A/B columns; restores the switch."""
+        f = self.pyq()
+
+        def run():
+            pyqinfer._core.set_dw_quad_enabled(False)
+            try:
+                return f()
+            finally:
+                pyqinfer._core.set_dw_quad_enabled(True)
+        return run
+
     def engines(self, threads, with_ort=True):
-        fns = {"pyq": self.pyq()}
+        fns = {"pyq": self.pyq(), "pyq_madd16": self.pyq_madd16()}
         if with_ort:
             fns["ort_nchw"] = self._ort(threads, False)
             try:
@@ -114,29 +129,19 @@ class DwLayer:
 
 # ----------------------------------------------------------------------------- pytest-benchmark
 
-ENGINES = ["pyq", pytest.param("ort_nchw", marks=pytest.mark.ort), pytest.param("ort_nhwc", marks=pytest.mark.ort)]
-_cache = {}
-
-
-@pytest.fixture
-def pyq_threads(gemm_threads):
-    old = pyqinfer.get_num_threads()
-    pyqinfer.set_num_threads(gemm_threads)
-    yield gemm_threads
-    pyqinfer.set_num_threads(old)
+ENGINES = ["pyq", "pyq_madd16", pytest.param("ort_nchw", marks=pytest.mark.ort), pytest.param("ort_nhwc", marks=pytest.mark.ort)]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda l: f"{l[0]}ch_{l[1]}x{l[2]}_s{l[3]}")
 def test_dwconv(benchmark, layer, engine, pyq_threads):
-    key = (layer, pyq_threads)
-    if key not in _cache:
-        _cache.clear()
+    def build():
         lay = DwLayer(*layer)
         fns = lay.engines(pyq_threads, with_ort=ort.available())
         lay.check(fns)
-        _cache[key] = (lay, fns)
-    lay, fns = _cache[key]
+        return lay, fns
+
+    lay, fns = cached_engines(("dwconv", layer, pyq_threads), build)
     if engine not in fns:
         pytest.skip(f"{engine} unavailable")
     benchmark.group = f"dwconv {lay.name()} threads={pyq_threads}"
@@ -153,8 +158,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with_ort = ort.available()
     print(f"# pyqinfer {pyqinfer._core.dw_kernel_name()}, onnxruntime {ort.version()}; GOP/s = 2*OH*OW*C*9 / median")
-    print(f"{'layer':<18} {'thr':>3} {'pyq us':>9} {'pyq GOP/s':>9} {'ortNCHW us':>10} {'ortNHWC us':>10} "
-          f"{'ort best GOP/s':>14} {'ratio':>6}")
+    print(f"{'layer':<18} {'thr':>3} {'pyq us':>9} {'pyq GOP/s':>9} {'madd16 us':>9} {'ortNCHW us':>10} "
+          f"{'ortNHWC us':>10} {'ort best GOP/s':>14} {'ratio':>6} {'madd16 ratio':>12}")
     old = pyqinfer.get_num_threads()
     try:
         for threads in args.threads:
@@ -167,8 +172,9 @@ def main(argv=None):
                 us = {k: v["median"] * 1e6 for k, v in t.items()}
                 ort_best = min((us[k] for k in ("ort_nchw", "ort_nhwc") if k in us), default=float("nan"))
                 print(f"{lay.name():<18} {threads:>3} {us['pyq']:9.1f} {lay.ops / us['pyq'] / 1e3:9.1f} "
-                      f"{us.get('ort_nchw', float('nan')):10.1f} {us.get('ort_nhwc', float('nan')):10.1f} "
-                      f"{lay.ops / ort_best / 1e3:14.1f} {ort_best / us['pyq']:6.2f}", flush=True)
+                      f"{us['pyq_madd16']:9.1f} {us.get('ort_nchw', float('nan')):10.1f} "
+                      f"{us.get('ort_nhwc', float('nan')):10.1f} {lay.ops / ort_best / 1e3:14.1f} "
+                      f"{ort_best / us['pyq']:6.2f} {ort_best / us['pyq_madd16']:12.2f}", flush=True)
     finally:
         pyqinfer.set_num_threads(old)
 

@@ -11,7 +11,6 @@ output. ``pyqinfer bench gemm`` adds GOP/s, ratios and % of peak.
 import numpy as np
 import pytest
 
-import pyqinfer
 from pyqinfer.bench import ort
 from pyqinfer.bench.gemm import DEFAULT_SHAPES, GemmCase
 
@@ -31,14 +30,6 @@ def _engines(shape, threads):
         case = GemmCase(*shape)
         _cache[key] = (case, case.engines(threads, with_ort=ort.available()))
     return _cache[key]
-
-
-@pytest.fixture
-def pyq_threads(gemm_threads):
-    old = pyqinfer.get_num_threads()
-    pyqinfer.set_num_threads(gemm_threads)
-    yield gemm_threads
-    pyqinfer.set_num_threads(old)
 
 
 def _id(shape):

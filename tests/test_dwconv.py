@@ -167,8 +167,13 @@ def operands(draw, big=False):
 def qcases(draw, big=False):
     case = draw(operands(big))
     acc = case.acc()
-    case.mode = draw(st.sampled_from(MODES))
-    case.x_s, case.w_s, case.y_s, _, center = draw(requant_scales(case.mode, acc))
+    return draw_requant(draw, case, acc, draw(st.sampled_from(MODES)))
+
+
+def draw_requant(draw, case, acc, mode):
+    """Sets case's mode, scales, output zero point (often centred on the outputs) and clip."""
+    case.mode = mode
+    case.x_s, case.w_s, case.y_s, _, center = draw(requant_scales(mode, acc))
     y_dt = draw(st.sampled_from(DTYPES))
     lo, hi = RANGES[y_dt]
     if center is not None and draw(st.integers(0, 7)):  # the outputs' median mid-range
@@ -214,6 +219,108 @@ def test_two_thread_shapes(case, run_everywhere):
     assert case.macs() >= TWO_THREAD_MACS  # the operator really splits rows over 2 threads
     assert_everywhere_equal(run_everywhere, case.kernel_int32, case.acc(), case.describe())
     check_q(case, run_everywhere)
+
+
+# ----------------------------------------------------------------------------- the row-quad kernel
+
+def _on_quad_path(case, out_dtype, mode):
+    """Whether the avx512vnni path runs dwconv_avx512vnni.cpp's row-quad kernel for this case."""
+    if "avx512vnni" not in pyqinfer.kernel_paths():
+        return False
+    try:
+        pyqinfer.set_kernel_path("avx512vnni")
+        return _core.dw_uses_quad_kernel(case.packed._core, case.dilations[1], out_dtype, mode)
+    finally:
+        pyqinfer.set_kernel_path("auto")
+
+
+@st.composite
+def quad_cases(draw):
+    """Cases the row-quad kernel takes: KW <= 4, dilation 1 along W, w - zw in int8
+    (int8 weights with zero point 0, or uint8 weights in [zw - 128, zw + 127]);
+    int8 and uint8 activations, any zero point, strides 1-3 and padding."""
+    KH, KW = draw(st.sampled_from([1, 2, 3, 3, 3, 5])), draw(st.sampled_from([1, 2, 3, 3, 3, 4]))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dil = (draw(st.sampled_from([1, 1, 2])), 1)
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    spans = (dil[0] * (KH - 1) + 1, KW)
+    C = draw(st.one_of(st.sampled_from(EDGE_C + (128, 191, 192, 193)), st.integers(1, 200)))
+    H = draw(st.integers(max(1, spans[0] - pads[0] - pads[2]), max(1, spans[0] - pads[0] - pads[2]) + 8))
+    W = draw(st.integers(max(1, spans[1] - pads[1] - pads[3]), max(1, spans[1] - pads[1] - pads[3]) + 8))
+    N = draw(st.sampled_from([1, 1, 2]))
+    x_dt = draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    x = fill(rng, (N, H, W, C), x_dt, draw(FILL_STYLES))
+    x_zp = np.dtype(x_dt).type(draw(zero_point_st(x_dt)))
+    if draw(st.booleans()):
+        w = fill(rng, (C, 1, KH, KW), "int8", draw(FILL_STYLES))
+        w_zp = np.int8(0)
+    else:  # uint8 weights within int8 reach of their (per-channel) zero point
+        zw = rng.integers(0, 256, C)
+        lo, hi = np.maximum(zw - 128, 0), np.minimum(zw + 127, 255)
+        w = (lo[:, None, None, None] + (rng.random((C, 1, KH, KW)) * (hi - lo + 1)[:, None, None, None])
+             .astype(np.int64)).clip(0, 255).astype(np.uint8)
+        w_zp = zw.astype(np.uint8)
+    bias = draw(st.sampled_from([None, "small", "extreme"]))
+    if bias == "small":
+        bias = rng.integers(-(2 ** 16), 2 ** 16, size=C).astype(np.int32)
+    elif bias == "extreme":
+        bias = rng.choice(np.array([-(2 ** 31), 2 ** 31 - 1], np.int32), size=C)
+    case = Case(x=x, w=w, x_zp=x_zp, w_zp=w_zp, bias=bias, strides=strides, pads=pads, dilations=dil)
+    return draw_requant(draw, case, case.acc(), "fp32")
+
+
+@settings(max_examples=examples(0.6))
+@given(case=quad_cases())
+def test_quad_kernel_matches_oracle(case, run_everywhere):
+    """The row-quad kernel (int32 and fp32 8-bit output) on every path and thread count."""
+    if "avx512vnni" in pyqinfer.kernel_paths():
+        assert _on_quad_path(case, "int32", "fp32") and _on_quad_path(case, str(case.y_zp.dtype), "fp32")
+    assert_everywhere_equal(run_everywhere, case.kernel_int32, case.acc(), case.describe())
+    check_q(case, run_everywhere)
+
+
+@pytest.mark.parametrize("y_dt", DTYPES)
+@pytest.mark.parametrize("x_dt", DTYPES)
+def test_quad_kernel_saturation_and_clamps(x_dt, y_dt, run_everywhere):
+    """The 64-channel epilogue's saturating packs: huge and tiny effective scales
+    (f far beyond int32, then far beyond int16), extreme zero points and clip
+    bounds, 3x3 pads 1 on 2 x 130 channels (two 64-groups and a 2-channel tail)."""
+    rng = np.random.default_rng(3)
+    (xl, xh), (yl, yh) = RANGES[x_dt], RANGES[y_dt]
+    C = 130
+    x = rng.integers(xl, xh + 1, (2, 6, 7, C)).astype(x_dt)
+    w = rng.integers(-128, 128, (C, 1, 3, 3)).astype(np.int8)
+    saturated = set()
+    for y_s in (np.float32(1e-30), np.float32(1e-6), np.float32(0.3), np.float32(40.0)):
+        for y_zp in (yl, yh, (yl + yh) // 2):
+            for clip in (None, (yl + 3, yh - 5), ((yl + yh) // 2, (yl + yh) // 2)):
+                w_s = (rng.random(C) * 2 + 0.5).astype(np.float32)
+                case = Case(x=x, w=w, x_zp=np.dtype(x_dt).type(xl + 7), w_zp=np.int8(0),
+                            bias=rng.integers(-(2 ** 31), 2 ** 31, C, dtype=np.int64).astype(np.int32),
+                            strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), mode="fp32",
+                            x_s=np.float32(1.0), w_s=w_s, y_s=y_s, y_zp=np.dtype(y_dt).type(y_zp), clip=clip)
+                want = oracle_requant(case.acc(), "fp32", case.x_s, case.w_s, case.y_s, case.y_zp, clip)
+                assert_everywhere_equal(run_everywhere, case.kernel_q, want, case.describe())
+                if clip is None and y_s < 1e-5:
+                    saturated |= set(np.unique(want).tolist()) & {yl, yh}
+    assert saturated == {yl, yh}  # the huge effective scales (f beyond int32, even inf) saturate both ways
+
+
+def test_quad_kernel_is_not_used_when_weights_do_not_fit_int8():
+    if "avx512vnni" not in pyqinfer.kernel_paths():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    w = np.full((8, 1, 3, 3), 200, np.uint8)
+    c = Case(x=np.zeros((1, 4, 4, 8), np.uint8), w=w, x_zp=np.uint8(0), w_zp=np.uint8(0), bias=None, strides=(1, 1),
+             pads=(1, 1, 1, 1), dilations=(1, 1))
+    assert not _on_quad_path(c, "int32", "fp32")  # w - zw = 200 > 127
+    c.w_zp = np.uint8(100)
+    assert _on_quad_path(c, "int32", "fp32")
+    assert not _on_quad_path(c, "uint8", "q31")  # other modes keep the madd16 kernel
+    c.dilations = (1, 2)
+    assert not _on_quad_path(c, "int32", "fp32")
+    c.dilations, c.w = (1, 1), np.full((8, 1, 3, 5), 1, np.uint8)
+    assert not _on_quad_path(c, "int32", "fp32")  # KW > 4
 
 
 @pytest.mark.parametrize("x_dt", DTYPES)

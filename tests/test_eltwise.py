@@ -49,7 +49,7 @@ def q8(draw, shape, dtype=None):
     else:
         c = int(rng.integers(info.min, info.max + 1))
         x = np.clip(c + rng.integers(-3, 4, shape), info.min, info.max)
-    return x.astype(dt)
+    return np.asarray(x).astype(dt)  # a 0-d array, not a numpy scalar, for shape ()
 
 
 def zp_of(dt):
@@ -76,11 +76,12 @@ def pool_case(draw, dilation=True):
     N = draw(st.integers(1, 2))
     C = draw(st.sampled_from([1, 3, 8, 17, 33, 64, 70]))
     x = draw(q8((N, H, W, C)))
+    ceil_mode = draw(st.integers(0, 1))
     try:
-        ref.pool_geometry(H, W, [kh, kw], [sh, sw], pads, [dh, dw])
+        ref.pool_geometry(H, W, [kh, kw], [sh, sw], pads, [dh, dw], ceil_mode)
     except ValueError:
         assume(False)
-    return x, [kh, kw], [sh, sw], pads, [dh, dw]
+    return x, [kh, kw], [sh, sw], pads, [dh, dw], ceil_mode
 
 
 # ------------------------------------------------------------------ dispatch
@@ -97,12 +98,36 @@ def test_each_path_runs_its_own_kernels(kernel_path):
 @settings(max_examples=100)
 @given(pool_case())
 def test_max_pool_matches_reference(run_everywhere, case):
-    x, k, s, p, d = case
-    want = ref.max_pool(x, k, s, p, d, layout="NHWC")
-    assert_everywhere(run_everywhere, lambda: ops.max_pool(x, k, s, p, d, layout="NHWC"), want, "max_pool")
+    x, k, s, p, d, cm = case
+    want = ref.max_pool(x, k, s, p, d, layout="NHWC", ceil_mode=cm)
+    assert_everywhere(run_everywhere, lambda: ops.max_pool(x, k, s, p, d, layout="NHWC", ceil_mode=cm), want,
+                      "max_pool")
     # NCHW at the API gives the same numbers, transposed
     xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    assert np.array_equal(ops.max_pool(xn, k, s, p, d), want.transpose(0, 3, 1, 2))
+    assert np.array_equal(ops.max_pool(xn, k, s, p, d, ceil_mode=cm), want.transpose(0, 3, 1, 2))
+
+
+def test_pool_ceil_mode_worked_examples(run_everywhere):
+    """1-D along W (semantics 11.1): W=7, k=2, s=2 gives 4 windows with ceil_mode (the
+    last one, [6, 7), runs past the input); W=5, k=3, s=3, right pad 2 would give a
+    third window starting at 6, in the right padding: dropped."""
+    x = np.arange(1, 8, dtype=np.uint8).reshape(1, 1, 7, 1)
+    for cm, want in ((0, [2, 4, 6]), (1, [2, 4, 6, 7])):
+        w = np.array(want, np.uint8).reshape(1, 1, -1, 1)
+        assert np.array_equal(ref.max_pool(x, [1, 2], [1, 2], layout="NHWC", ceil_mode=cm), w)
+        assert_everywhere(run_everywhere, lambda: ops.max_pool(x, [1, 2], [1, 2], layout="NHWC", ceil_mode=cm), w)
+    x5 = x[:, :, :5]
+    assert ref.pool_geometry(1, 5, [1, 3], [1, 3], [0, 0, 0, 2], None, 1)[-1] == 2  # not ceil(4/3) + 1 = 3
+    w = np.array([3, 5], np.uint8).reshape(1, 1, 2, 1)
+    assert_everywhere(run_everywhere, lambda: ops.max_pool(x5, [1, 3], [1, 3], [0, 0, 0, 2], layout="NHWC",
+                                                           ceil_mode=1), w)
+    # average pool, W=7, k=2, s=2, ceil: the last window holds only x=7; count_include_pad
+    # divides it by kh*kw = 2 although the window runs past the (zero) padding
+    for cip, last in ((0, 7), (1, 4)):  # 7 / 2 = 3.5 -> RNE 4
+        y = ops.qlinear_average_pool(x, 1.0, 0, 1.0, 0, [1, 2], [1, 2], None, cip, layout="NHWC", ceil_mode=1)
+        assert y.ravel().tolist() == [2, 4, 6, last]  # 1.5, 3.5, 5.5 -> 2, 4, 6
+        assert np.array_equal(ref.qlinear_average_pool(x, 1.0, 0, 1.0, 0, [1, 2], [1, 2], None, cip, layout="NHWC",
+                                                       ceil_mode=1), y)
 
 
 def test_max_pool_padding_does_not_participate():
@@ -117,13 +142,14 @@ def test_max_pool_padding_does_not_participate():
 @settings(max_examples=100)
 @given(pool_case(dilation=False), st.data())
 def test_average_pool_matches_reference(run_everywhere, case, data):
-    x, k, s, p, _ = case
+    x, k, s, p, _, cm = case
     dt = x.dtype.type
     sx, sy = data.draw(scales), data.draw(scales)
     zx, zy = data.draw(zp_of(dt)), data.draw(zp_of(dt))
     cip = data.draw(st.integers(0, 1))
-    want = ref.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC")
-    assert_everywhere(run_everywhere, lambda: ops.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC"),
+    want = ref.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC", ceil_mode=cm)
+    assert_everywhere(run_everywhere, lambda: ops.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, layout="NHWC",
+                                                                       ceil_mode=cm),
                       want, "qlinear_average_pool")
 
 
@@ -167,14 +193,41 @@ def test_average_pool_whole_image_is_the_global_pool():
 
 # ------------------------------------------------------------------ add
 
+@st.composite
+def broadcast_shapes(draw):
+    """Two shapes that broadcast: equal, per channel ([N,C,H,W] + [1,C,1,1] and the
+    reverse), [N,C,1,1], scalars and 0-d, and random numpy-compatible pairs."""
+    kind = draw(st.sampled_from(["same", "per_channel", "per_channel_rev", "nc11", "scalar", "zero_d", "random"]))
+    N, C, H, W = (draw(st.integers(1, 2)), draw(st.sampled_from([1, 3, 16, 33])), draw(st.integers(1, 9)),
+                  draw(st.integers(1, 9)))
+    if kind == "same":
+        n = draw(st.sampled_from([1, 7, 31, 32, 33, 64, 100, 257]))
+        return (n,), (n,)
+    if kind == "per_channel":
+        return (N, C, H, W), (1, C, 1, 1)
+    if kind == "per_channel_rev":
+        return (1, C, 1, 1), (N, C, H, W)
+    if kind == "nc11":
+        return (N, C, H, W), (N, C, 1, 1)
+    if kind == "scalar":
+        return ((N, C, H, W), (1,)) if draw(st.booleans()) else ((1,), (N, C, H, W))
+    if kind == "zero_d":
+        return draw(st.sampled_from([((), ()), ((), (N, C, H, W)), ((N, C, H, W), ()), ((C, 1), ())]))
+    nd = draw(st.integers(1, 4))
+    out = [draw(st.integers(1, 5)) for _ in range(nd)]
+    a = [d if draw(st.booleans()) else 1 for d in out]
+    b = [d if draw(st.booleans()) else 1 for d in out]
+    return tuple(a[draw(st.integers(0, nd - 1)):]), tuple(b[draw(st.integers(0, nd - 1)):])
+
+
 @settings(max_examples=200)
 @given(st.data())
 def test_add_matches_reference(run_everywhere, data):
     rule = data.draw(st.sampled_from(ops.ADD_RULES))
-    n = data.draw(st.sampled_from([1, 7, 31, 32, 33, 64, 100, 257]))
-    a = data.draw(q8((n,)))
+    ash, bsh = data.draw(broadcast_shapes())
+    a = data.draw(q8(ash))
     dt = a.dtype.type
-    b = data.draw(q8((n,), dt)) if data.draw(st.booleans()) else data.draw(q8((1,), dt))
+    b = data.draw(q8(bsh, dt))
     sa, sb, sc = data.draw(scales), data.draw(scales), data.draw(scales)
     za, zb, zc = data.draw(zp_of(dt)), data.draw(zp_of(dt)), data.draw(zp_of(dt))
     clip = data.draw(st.sampled_from([None, "relu"]))
@@ -184,8 +237,47 @@ def test_add_matches_reference(run_everywhere, data):
         with pytest.raises(ValueError):
             ops.qlinear_add(a, sa, za, b, sb, zb, sc, zc, rule=rule, clip=clip)
         return
+    assert want.shape == np.broadcast_shapes(ash, bsh)
     assert_everywhere(run_everywhere, lambda: ops.qlinear_add(a, sa, za, b, sb, zb, sc, zc, rule=rule, clip=clip),
-                      want, f"qlinear_add {rule}")
+                      want, f"qlinear_add {rule} {ash} + {bsh}")
+
+
+def test_ort_add_form():
+    """The broadcast form ORT's QLinearAdd runs (semantics 11.4), worked through."""
+    form = ref.ort_add_form
+    assert form((2, 3), (2, 3)) == "general"
+    assert form((1, 64, 56, 56), (1, 64, 56, 56)) == "general"
+    assert form((2, 16, 5, 7), (1, 16, 1, 1)) == "b_scalar"
+    assert form((2, 16, 5, 7), (2, 16, 1, 1)) == "b_scalar"
+    assert form((2, 16, 5, 7), (1,)) == "b_scalar"
+    assert form((2, 16, 5, 7), ()) == "b_scalar"
+    assert form((1, 16, 1, 1), (2, 16, 5, 7)) == "a_scalar"
+    assert form((), (3, 4)) == "a_scalar"
+    assert form((1,), (1,)) == "a_scalar"  # two single elements
+    assert form((4, 1), (1,)) == "a_scalar"  # the common rank holds only 1s: its outermost dim decides
+    assert form((4, 1), ()) == "a_scalar"
+    assert form((3, 4, 5), (4, 1)) == "b_scalar"
+    assert form((5,), (3, 4, 5)) == "general"
+
+
+@pytest.mark.parametrize("rule", ("onnxruntime", "tflite", "xnnpack"))
+@pytest.mark.parametrize("dt", DTYPES)
+def test_add_broadcast_every_pair_matches_reference(run_everywhere, rule, dt):
+    """All 65536 (a, b) pairs with b per row ([256, 256] + [256, 1]) and a per row
+    ([256, 1] + [256, 256]): the b_scalar and a_scalar forms, every pair."""
+    rng = np.random.default_rng(13)
+    info = np.iinfo(dt)
+    vals = np.arange(info.min, info.max + 1).astype(dt)
+    grid, col = np.tile(vals, (256, 1)), vals.reshape(256, 1)
+    for _ in range(2):
+        (sa, za), (sb, zb), (sc, zc) = (_qparams(rng, dt) for _ in range(3))
+        for a, b in ((grid, col), (col, grid)):
+            try:
+                want = ref.qlinear_add(a, sa, za, b, sb, zb, sc, zc, rule=rule)
+            except ValueError:
+                continue
+            assert_everywhere(run_everywhere, lambda: ops.qlinear_add(a, sa, za, b, sb, zb, sc, zc, rule=rule),
+                              want, f"{rule} {a.shape} + {b.shape}")
 
 
 @pytest.mark.parametrize("rule", ("onnxruntime", "tflite", "xnnpack"))
@@ -362,6 +454,10 @@ def test_bad_input_is_rejected_with_the_argument_named():
         ops.max_pool(x, [2, 2], layout="NCWH")
     with pytest.raises(ValueError, match="kernel"):
         ops.max_pool(x, [5, 5])
+    with pytest.raises(ValueError, match="ceil_mode"):
+        ops.max_pool(x, [2, 2], ceil_mode=2)
+    with pytest.raises(ValueError, match="ceil_mode"):
+        ops.qlinear_average_pool(x, 1.0, 0, 1.0, 0, [2, 2], ceil_mode="yes")
     with pytest.raises(ValueError, match="x_scale"):
         ops.qlinear_average_pool(x, -1.0, 0, 1.0, 0, [2, 2])
     with pytest.raises(ValueError, match="y_zero_point"):
@@ -373,8 +469,10 @@ def test_bad_input_is_rejected_with_the_argument_named():
         ops.qlinear_add(a, 1.0, 0, a, 1.0, 0, 1.0, 0, rule="gemmlowp")
     with pytest.raises(TypeError, match="same dtype"):
         ops.qlinear_add(a, 1.0, 0, a.astype(np.int8), 1.0, 0, 1.0, 0)
-    with pytest.raises(ValueError, match="b must have"):
+    with pytest.raises(ValueError, match="b must have a shape that broadcasts"):
         ops.qlinear_add(a, 1.0, 0, np.zeros(3, np.uint8), 1.0, 0, 1.0, 0)
+    with pytest.raises(ValueError, match="b must have a shape that broadcasts"):
+        ops.qlinear_add(np.zeros((2, 3, 4), np.uint8), 1.0, 0, np.zeros((3, 1, 2), np.uint8), 1.0, 0, 1.0, 0)
     with pytest.raises(ValueError, match="c_scale"):
         ops.qlinear_add(a, 1.0, 0, a, 1.0, 0, np.inf, 0)
     with pytest.raises(ValueError, match="xnnpack"):
@@ -443,6 +541,60 @@ def test_max_pool_matches_ort(dt):
         assert np.array_equal(ops.max_pool(x, k, s, p, d), want)
 
 
+def _ceil_cases(rng, n, dilation):
+    """Random pooling geometries with ceil_mode=1 that ORT accepts (pads < k) and
+    pyqinfer accepts; counts how many change the output size and how many drop a
+    window that would start in the bottom/right padding."""
+    out, grew, dropped = [], 0, 0
+    while len(out) < n:
+        k = [int(rng.integers(1, 5)), int(rng.integers(1, 5))]
+        s = [int(rng.integers(1, 5)), int(rng.integers(1, 5))]
+        d = [int(rng.integers(1, 3)), int(rng.integers(1, 3))] if dilation else [1, 1]
+        p = [int(rng.integers(0, k[0])), int(rng.integers(0, k[1])), int(rng.integers(0, k[0])),
+             int(rng.integers(0, k[1]))]
+        H, W = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        try:
+            g1 = ref.pool_geometry(H, W, k, s, p, d, 1)
+            g0 = ref.pool_geometry(H, W, k, s, p, d, 0)
+        except ValueError:
+            continue
+        grew += g1[-2:] != g0[-2:]
+        e = [(k[i] - 1) * d[i] + 1 for i in range(2)]
+        full = [-(-(n_ + p[i] + p[i + 2] - e[i]) // s[i]) + 1 for i, n_ in enumerate((H, W))]
+        dropped += list(g1[-2:]) != full
+        out.append((H, W, k, s, p, d))
+    assert grew > n // 4 and dropped > n // 20, (grew, dropped)  # both rules are exercised
+    return out
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_max_pool_ceil_mode_matches_ort(dt):
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dt)
+    for H, W, k, s, p, d in _ceil_cases(rng, 120, dilation=True):
+        x = rng.integers(info.min, info.max + 1, (1, 3, H, W)).astype(dt)
+        want = ort_run("MaxPool", [x], dt, kernel_shape=k, strides=s, pads=p, dilations=d, ceil_mode=1)
+        assert np.array_equal(ref.max_pool(x, k, s, p, d, ceil_mode=1), want), (H, W, k, s, p, d)
+        got = ops.max_pool(x, k, s, p, d, ceil_mode=1)
+        assert got.shape == want.shape and np.array_equal(got, want), (H, W, k, s, p, d)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_average_pool_ceil_mode_matches_ort(dt):
+    rng = np.random.default_rng(12)
+    info = np.iinfo(dt)
+    for i, (H, W, k, s, p, _) in enumerate(_ceil_cases(rng, 120, dilation=False)):
+        x = rng.integers(info.min, info.max + 1, (1, 5, H, W)).astype(dt)
+        (sx, zx), (sy, zy) = _qparams(rng, dt), _qparams(rng, dt)
+        cip = i % 2
+        want = ort_run("QLinearAveragePool", [x, np.array(sx), np.array(zx), np.array(sy), np.array(zy)], dt,
+                       domain="com.microsoft", kernel_shape=k, strides=s, pads=p, count_include_pad=cip,
+                       ceil_mode=1)
+        assert np.array_equal(ref.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, ceil_mode=1), want)
+        got = ops.qlinear_average_pool(x, sx, zx, sy, zy, k, s, p, cip, ceil_mode=1)
+        assert got.shape == want.shape and np.array_equal(got, want), (H, W, k, s, p, cip)
+
+
 @pytest.mark.parametrize("dt", DTYPES)
 def test_qlinear_add_matches_ort(dt):
     """ORT 1.32 on x86 runs the AVX2 float kernel, FMA-contracted (semantics 11.4)."""
@@ -465,6 +617,56 @@ def test_qlinear_add_matches_ort(dt):
         if F_plain != ref.add_params("onnxruntime", sa, sb, sc, za, zb, zc)["F"]:
             contraction_mattered += 1
     assert contraction_mattered > 0  # the FMA in F is exercised, not just assumed
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_qlinear_add_broadcast_matches_ort(dt):
+    """Every broadcast form against ORT's QLinearAdd: a residual add, an SE block's
+    per-channel tensor either way round, [N,C,1,1], scalars, 0-d and odd corner
+    shapes; the b_scalar form over all 65536 pairs."""
+    rng = np.random.default_rng(21)
+    info = np.iinfo(dt)
+    vals = np.arange(info.min, info.max + 1).astype(dt)
+    pairs = [((2, 16, 5, 7), (1, 16, 1, 1)), ((2, 16, 5, 7), (2, 16, 1, 1)), ((1, 16, 1, 1), (2, 16, 5, 7)),
+             ((2, 16, 5, 7), (2, 16, 5, 7)), ((2, 16, 5, 7), ()), ((2, 16, 5, 7), (1,)), ((), (3, 4)), ((1,), (1,)),
+             ((), ()), ((4, 1), (1,)), ((4, 1), ()), ((3, 1, 5), (1, 4, 1)), ((3, 4, 5), (4, 1)), ((5,), (3, 4, 5)),
+             ((1, 3), (1, 1)), ((2, 3, 1), (3, 1))]
+    form_mattered = 0
+    for trial in range(30):
+        (sa, za), (sb, zb), (sc, zc) = (_qparams(rng, dt) for _ in range(3))
+        shapes = pairs if trial < 10 else pairs[:3]
+        cases = [(np.asarray(rng.integers(info.min, info.max + 1, ash)).astype(dt),
+                  np.asarray(rng.integers(info.min, info.max + 1, bsh)).astype(dt)) for ash, bsh in shapes]
+        cases += [(np.tile(vals, (256, 1)), vals.reshape(256, 1)), (vals.reshape(256, 1), np.tile(vals, (256, 1)))]
+        for a, b in cases:
+            args = [a, np.array(sa), np.array(za), b, np.array(sb), np.array(zb), np.array(sc), np.array(zc)]
+            want = ort_run("QLinearAdd", args, dt, domain="com.microsoft")
+            got = ref.qlinear_add(a, sa, za, b, sb, zb, sc, zc)
+            assert got.shape == want.shape and np.array_equal(got, want), (a.shape, b.shape, sa, za, sb, zb, sc, zc)
+            y = ops.qlinear_add(a, sa, za, b, sb, zb, sc, zc)
+            assert y.shape == want.shape and np.array_equal(y, want), (a.shape, b.shape)
+            if ref.ort_add_form(a.shape, b.shape) == "a_scalar" and b.size > 1:
+                # the general form (a broadcast explicitly, so the shapes are equal) would differ?
+                full = np.ascontiguousarray(np.broadcast_to(a, want.shape))
+                form_mattered += not np.array_equal(ref.qlinear_add(full, sa, za, b, sb, zb, sc, zc), want)
+    assert form_mattered > 0  # the operand swap of the a_scalar form is exercised, not just assumed
+
+
+def test_qlinear_add_scalar_b_is_fma_contracted():
+    """ORT folds a span's scalar b into the constant as fma(b, rB, F); the separately
+    rounded fl32(F + fl32(b * rB)) (this contract's earlier wording) gives -21 here,
+    ORT -20 (found by search, int8)."""
+    dt = np.int8
+    sa, za, sb, zb, sc, zc = f32(0.22915533), dt(4), f32(0.23217902), dt(-4), f32(0.9731034), dt(-70)
+    a, b = np.full((1, 2, 3, 3), 122, dt), np.full((1, 2, 1, 1), 87, dt)
+    want = ort_run("QLinearAdd", [a, np.array(sa), np.array(za), b, np.array(sb), np.array(zb), np.array(sc),
+                                  np.array(zc)], dt, domain="com.microsoft")
+    assert (want == -20).all()
+    assert (ref.qlinear_add(a, sa, za, b, sb, zb, sc, zc) == -20).all()
+    assert (ops.qlinear_add(a, sa, za, b, sb, zb, sc, zc) == -20).all()
+    p = ref.add_params("onnxruntime", sa, sb, sc, za, zb, zc)
+    G = f32(p["F"] + f32(f32(87) * p["rB"]))
+    assert np.rint(np.float64(_fma(f32(122), p["rA"], G))) == -21
 
 
 def test_qlinear_add_fixed_point_is_not_what_ort_runs_on_x86():

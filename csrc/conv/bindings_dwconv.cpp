@@ -89,6 +89,15 @@ void bind_dwconv(py::module_& m) {
         py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         "Depthwise convolution of NHWC x; pads are (top, left, bottom, right). Returns NHWC.");
   m.def("dw_kernel_name", [] { return std::string(dw_kernel_for(active_path())->name); });
+  m.def("dw_uses_quad_kernel",
+        [](const DwPackedWeights& w, int64_t dil_w, const std::string& out_dtype, const std::string& mode) {
+          const OutKind k = out_dtype == "int32" ? OutKind::kInt32 : out_dtype == "int8" ? OutKind::kInt8 : OutKind::kUint8;
+          return dw_uses_quad_kernel(w, dil_w, k, mode == "fp32" ? RequantMode::kFp32 : RequantMode::kQ31);
+        },
+        py::arg("packed"), py::arg("dilation_w"), py::arg("out_dtype"), py::arg("mode"),
+        "Whether a depthwise call with these weights runs the row-quad kernel (dwconv_avx512vnni.cpp).");
+  m.def("set_dw_quad_enabled", &set_dw_quad_enabled, py::arg("on"),
+        "Switch the row-quad depthwise kernel off (False) or on (True, the default); for A/B benchmarks.");
 }
 
 }  // namespace pyq

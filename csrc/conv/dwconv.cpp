@@ -3,6 +3,7 @@
 #include "conv/dwconv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,23 @@
 #include "common/threadpool.h"
 
 namespace pyq {
+
+namespace {
+std::atomic<bool> g_dw_quad_enabled{true};
+}  // namespace
+
+void set_dw_quad_enabled(bool on) { g_dw_quad_enabled.store(on); }
+bool dw_quad_enabled() { return g_dw_quad_enabled.load(); }
+
+bool dw_uses_quad_kernel(const DwPackedWeights& w, int64_t dil_w, OutKind out_kind, RequantMode mode) {
+#if defined(PYQ_X86)
+  return dw_quad_enabled() && active_path() == KernelPath::kAvx512vnni && w.packed_quads() && dil_w == 1 &&
+         w.KH() <= 16 && (out_kind == OutKind::kInt32 || mode == RequantMode::kFp32);
+#else
+  (void)w, (void)dil_w, (void)out_kind, (void)mode;
+  return false;
+#endif
+}
 
 const DwKernel* dw_kernel_for(KernelPath p) {
   switch (p) {
@@ -57,6 +75,15 @@ DwPackedWeights::DwPackedWeights(const uint8_t* w, bool w_signed, int64_t C, int
     for (int64_t c = 0; c < C; ++c) d2[(t / 2) * Cp_ * 2 + dw_pair_index(c) + (t % 2)] = static_cast<int16_t>(dst[t * Cp_ + c]);
   wsum_.resize(C);
   for (int64_t c = 0; c < C; ++c) wsum_[c] = static_cast<int32_t>(sum[c]);
+  bool fits = KW <= 4;
+  for (int64_t i = 0; fits && i < T * Cp_; ++i) fits = dst[i] >= -128 && dst[i] <= 127;
+  if (fits) {
+    quads_ = std::make_unique<AlignedBuffer>(static_cast<size_t>(KH * Cp_) * sizeof(int32_t));  // zero-initialised
+    int8_t* q = reinterpret_cast<int8_t*>(quads_->data());
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw)
+        for (int64_t c = 0; c < C; ++c) q[(kh * Cp_ + c) * 4 + kw] = static_cast<int8_t>(dst[(kh * KW + kw) * Cp_ + c]);
+  }
 }
 
 int64_t dw_output_size(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t pad1, int64_t dil,
@@ -137,8 +164,34 @@ void dwconv(const DwArgs& a) {
   AlignedBuffer zrow(static_cast<size_t>(Cp));
   std::memset(zrow.data(), static_cast<int>(static_cast<uint8_t>(a.x_zero_point)), static_cast<size_t>(Cp));
 
-  const DwKernel* kern = dw_kernel_for(active_path());
   const int64_t rows = N * OH;
+#if defined(PYQ_X86)
+  // The row-quad kernel: AVX-512 VNNI, KW <= 4 (packed_quads), KH <= 16 (its ring of
+  // rows), dilation 1 along W, int32 output or fp32 requantization.
+  if (dw_uses_quad_kernel(w, a.dil_w, a.out_kind, p.epi.mode)) {
+    const uint8_t za_u = static_cast<uint8_t>(a.x_zero_point ^ (a.x_signed ? 0x80 : 0));
+    AlignedBuffer ctq(static_cast<size_t>(Cp) * sizeof(int32_t));
+    int32_t* ctu = reinterpret_cast<int32_t*>(ctq.data());
+    for (int64_t c = 0; c < C; ++c) {
+      const uint32_t b = a.bias ? static_cast<uint32_t>(a.bias[c]) : 0u;
+      ctu[c] = static_cast<int32_t>(b - static_cast<uint32_t>(za_u) * static_cast<uint32_t>(w.wsum()[c]));
+    }
+    DwQuadArgs q{a.x, a.x_signed, N, H, W, C, Cp, KH, OH, OW, a.stride_h, a.stride_w, a.pad_top, a.pad_left,
+                 a.dil_h, za_u, w.packed_quads(), ctu, a.out_kind, p.epi.scale, a.zp_y, a.lo, a.hi, a.out};
+    const int64_t macs = rows * OW * C * T;
+    int nt = get_num_threads();
+    nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({nt, macs / kMinMacsPerThread, rows})));
+    // Each task rebuilds the KH - 1 input rows it shares with its neighbour: 2 tasks per thread.
+    const int64_t tasks = nt == 1 ? 1 : std::min<int64_t>(rows, 2 * nt);
+    const DwQuadRowsFn fn = avx512vnni_dw_quad_rows();
+    parallel_for(static_cast<int>(tasks), nt, [&](int task) {
+      const int64_t r0 = rows * task / tasks, r1 = rows * (task + 1) / tasks;
+      if (r0 < r1) fn(q, r0, r1);
+    });
+    return;
+  }
+#endif
+  const DwKernel* kern = dw_kernel_for(active_path());
   const size_t row_bytes = static_cast<size_t>(OW * C) * out_elem_size(a.out_kind);
   const int64_t macs = rows * OW * C * T;
   int nthreads = get_num_threads();

@@ -69,13 +69,17 @@ class DwPackedWeights {
   const int16_t* packed_pairs() const { return reinterpret_cast<const int16_t*>(pairs_->data()); }
   // sum over taps of w - zw, per channel (wrapping int32).
   const std::vector<int32_t>& wsum() const { return wsum_; }
-  size_t packed_bytes() const { return buf_->size() + pairs_->size(); }
+  // int8 quads for vpdpbusd, [KH][padded_channels()] int32 words, each the bytes
+  // (w'[kh][0], w'[kh][1], w'[kh][2], w'[kh][3]) (0 past KW), 64-byte aligned; null
+  // unless KW <= 4 and every w - zw fits int8 (e.g. int8 weights with zero point 0).
+  const int32_t* packed_quads() const { return quads_ ? reinterpret_cast<const int32_t*>(quads_->data()) : nullptr; }
+  size_t packed_bytes() const { return buf_->size() + pairs_->size() + (quads_ ? quads_->size() : 0); }
 
  private:
   int64_t C_, KH_, KW_, Cp_;
   bool signed_;
   std::vector<int32_t> zp_, wsum_;
-  std::unique_ptr<AlignedBuffer> buf_, pairs_;
+  std::unique_ptr<AlignedBuffer> buf_, pairs_, quads_;
 };
 
 // One call's constants, shared by every row.
@@ -120,6 +124,39 @@ struct DwArgs {
   const RequantParams* requant;  // null for int32 output
   int32_t zp_y, lo, hi;
 };
+
+// The row-quad depthwise kernel (dwconv_avx512vnni.cpp, docs/semantics.md 10.4):
+// for KW <= 4, dilation 1 along W and int8-range weights, each input row is
+// rebuilt once per thread as quads Q[iw][c] = (x[iw][c], .., x[iw+3][c]) (bytes,
+// int8 x flipped to uint8 by x ^ 0x80), so one vpdpbusd per kernel row and 16
+// channels accumulates all taps of that row; the fp32 epilogue runs in registers.
+struct DwQuadArgs {
+  const uint8_t* x;  // NHWC
+  bool x_signed;
+  int64_t N, H, W, C, Cp, KH, OH, OW;
+  int64_t stride_h, stride_w, pad_top, pad_left, dil_h;
+  uint8_t za_u;            // the input zero point as stored in the quads (za ^ 0x80 for int8 x)
+  const int32_t* wq;       // DwPackedWeights::packed_quads()
+  const int32_t* colterm;  // Cp entries: bias - za_u * wsum (wrapping)
+  OutKind out_kind;        // kInt32, or 8-bit with fp32 requantization
+  const float* scale;      // C entries (8-bit output)
+  int32_t zp_y, lo, hi;
+  void* out;
+};
+
+// Whether dwconv() runs the row-quad kernel for these weights and this call:
+// the AVX-512 VNNI path, packed_quads(), KH <= 16 (the kernel's ring of rows),
+// dilation 1 along W, int32 output or fp32 requantization, and not switched off
+// (set_dw_quad_enabled(false), for A/B benchmarks; both kernels are bit-exact).
+bool dw_uses_quad_kernel(const DwPackedWeights& w, int64_t dil_w, OutKind out_kind, RequantMode mode);
+void set_dw_quad_enabled(bool on);
+bool dw_quad_enabled();
+
+// Output rows [r0, r1) (r = n * OH + oh); thread-safe, allocates its own rows.
+using DwQuadRowsFn = void (*)(const DwQuadArgs& a, int64_t r0, int64_t r1);
+#if defined(PYQ_X86)
+DwQuadRowsFn avx512vnni_dw_quad_rows();
+#endif
 
 // Output size along one axis; throws std::invalid_argument naming the axis if < 1.
 int64_t dw_output_size(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t pad1, int64_t dil,

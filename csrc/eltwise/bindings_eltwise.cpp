@@ -88,8 +88,16 @@ struct Geometry {
   Taps rows, cols;
 };
 
+// Output length along one axis (docs/semantics.md 11.1); span = in + pads - extent >= 0.
+int64_t pool_out_size(int64_t in, int64_t pad0, int64_t span, int64_t stride, bool ceil_mode) {
+  if (!ceil_mode) return span / stride + 1;
+  int64_t out = (span + stride - 1) / stride + 1;
+  if ((out - 1) * stride >= in + pad0) --out;  // a window starting in the bottom/right padding is dropped
+  return out;
+}
+
 Geometry pool_geometry(const py::array& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
-                       const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
+                       const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, bool ceil_mode) {
   check_q8(x, "x");
   if (x.ndim() != 4) throw std::invalid_argument("x must be 4-D NHWC");
   if (kernel.size() != 2 || strides.size() != 2 || pads.size() != 4 || dilations.size() != 2)
@@ -103,10 +111,10 @@ Geometry pool_geometry(const py::array& x, const std::vector<int64_t>& kernel, c
   for (int i = 0; i < 4; ++i)
     if (pads[i] < 0 || pads[i] >= (i % 2 == 0 ? eh : ew))
       throw std::invalid_argument("pads must lie in [0, dilated kernel size)");
-  g.OH = (g.H + pads[0] + pads[2] - eh) / strides[0] + 1;
-  g.OW = (g.W + pads[1] + pads[3] - ew) / strides[1] + 1;
   if (g.H + pads[0] + pads[2] < eh || g.W + pads[1] + pads[3] < ew)
     throw std::invalid_argument("the padded input is smaller than the kernel");
+  g.OH = pool_out_size(g.H, pads[0], g.H + pads[0] + pads[2] - eh, strides[0], ceil_mode);
+  g.OW = pool_out_size(g.W, pads[1], g.W + pads[1] + pads[3] - ew, strides[1], ceil_mode);
   g.rows = axis_taps(g.H, g.OH, kernel[0], strides[0], pads[0], dilations[0]);
   g.cols = axis_taps(g.W, g.OW, kernel[1], strides[1], pads[1], dilations[1]);
   return g;
@@ -125,8 +133,8 @@ PoolArgs pool_args(const Geometry& g, const py::array& x, py::array& y) {
 int64_t row_grain(const Geometry& g) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, g.OW * g.C)); }
 
 py::array max_pool(const py::array& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
-                   const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations) {
-  const Geometry g = pool_geometry(x, kernel, strides, pads, dilations);
+                   const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, bool ceil_mode) {
+  const Geometry g = pool_geometry(x, kernel, strides, pads, dilations, ceil_mode);
   const bool s8 = is_s8(x);
   py::array y = empty_like_q8(s8, {g.N, g.OH, g.OW, g.C});
   const PoolArgs a = pool_args(g, x, y);
@@ -140,8 +148,8 @@ py::array max_pool(const py::array& x, const std::vector<int64_t>& kernel, const
 
 py::array avg_pool(const py::array& x, float x_scale, int32_t x_zp, float y_scale, int32_t y_zp,
                    const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
-                   const std::vector<int64_t>& pads, bool count_include_pad) {
-  const Geometry g = pool_geometry(x, kernel, strides, pads, {1, 1});
+                   const std::vector<int64_t>& pads, bool count_include_pad, bool ceil_mode) {
+  const Geometry g = pool_geometry(x, kernel, strides, pads, {1, 1}, ceil_mode);
   const bool s8 = is_s8(x);
   check_scale(x_scale, "x_scale");
   check_scale(y_scale, "y_scale");
@@ -228,15 +236,79 @@ AddArgs add_params(const std::string& rule, float sa, int32_t za, float sb, int3
   return p;
 }
 
+// ONNX Runtime's broadcaster runs MLAS with input 0 as the span's scalar (and the
+// operands swapped) when a's size is 1 at the innermost dimension of the common
+// trailing rank whose broadcast size exceeds 1 (or at the outermost common one if
+// none does); a 0-d a always is. docs/semantics.md 11.4, reference ort_add_form.
+bool ort_a_is_scalar(const std::vector<int64_t>& as, const std::vector<int64_t>& bs) {
+  if (as.empty()) return true;
+  if (bs.empty()) return as.back() <= 1;
+  const size_t m = std::min(as.size(), bs.size());
+  int64_t da = 1;
+  for (size_t i = 1; i <= m; ++i) {
+    da = as[as.size() - i];
+    const int64_t db = bs[bs.size() - i];
+    const int64_t use = std::min(da, db) == 0 ? 0 : std::max(da, db);
+    if (use <= 1 && i < m) continue;
+    break;
+  }
+  return da <= 1;
+}
+
+// The broadcast output as spans: `outer` dimensions (sizes and element strides of
+// a and b, innermost last) times an inner run of `inner` elements in which a and
+// b advance by a_step / b_step (0 or 1). Dimensions of size 1 are dropped and
+// neighbours with compatible strides merged.
+struct AddSpans {
+  std::vector<int64_t> out_shape;
+  std::vector<int64_t> size, sa, sb;  // outer dimensions
+  int64_t inner = 1, a_step = 0, b_step = 0, spans = 1;
+};
+
+AddSpans add_spans(const std::vector<int64_t>& as, const std::vector<int64_t>& bs) {
+  AddSpans r;
+  const size_t nd = std::max(as.size(), bs.size());
+  std::vector<int64_t> a(nd, 1), b(nd, 1);
+  std::copy(as.begin(), as.end(), a.begin() + static_cast<std::ptrdiff_t>(nd - as.size()));
+  std::copy(bs.begin(), bs.end(), b.begin() + static_cast<std::ptrdiff_t>(nd - bs.size()));
+  r.out_shape.resize(nd);
+  for (size_t d = 0; d < nd; ++d) {
+    if (a[d] != b[d] && a[d] != 1 && b[d] != 1)
+      throw std::invalid_argument("b must have a shape that broadcasts with a's");
+    r.out_shape[d] = a[d] == 1 ? b[d] : a[d];
+  }
+  // groups of (size, a stride, b stride), innermost first
+  std::vector<int64_t> gs, ga, gb;
+  int64_t ca = 1, cb = 1;  // contiguous element strides of a and b
+  for (size_t k = nd; k-- > 0;) {
+    const int64_t n = r.out_shape[k];
+    const int64_t sa = a[k] == 1 ? 0 : ca, sb = b[k] == 1 ? 0 : cb;
+    ca *= a[k], cb *= b[k];
+    if (n == 1) continue;
+    if (!gs.empty() && sa == ga.back() * gs.back() && sb == gb.back() * gs.back()) {
+      gs.back() *= n;
+    } else {
+      gs.push_back(n), ga.push_back(sa), gb.push_back(sb);
+    }
+  }
+  if (!gs.empty()) {
+    r.inner = gs[0], r.a_step = ga[0], r.b_step = gb[0];
+    for (size_t g = gs.size(); g-- > 1;) {
+      r.size.push_back(gs[g]), r.sa.push_back(ga[g]), r.sb.push_back(gb[g]);
+      r.spans *= gs[g];
+    }
+  }
+  for (int64_t n : r.out_shape)
+    if (n == 0) r.spans = 0;
+  return r;
+}
+
 py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array& b, float sb, int32_t zb, float sc,
                       int32_t zc, const std::string& rule, int32_t lo, int32_t hi) {
   check_q8(a, "a");
   check_q8(b, "b");
   const bool s8 = is_s8(a);
   if (is_s8(b) != s8) throw std::invalid_argument("a and b must have the same dtype");
-  const int64_t n = a.size();
-  const bool b_scalar = b.size() == 1 && n != 1;
-  if (!b_scalar && b.size() != n) throw std::invalid_argument("b must have a's size or one element");
   check_scale(sa, "a_scale");
   check_scale(sb, "b_scale");
   check_scale(sc, "c_scale");
@@ -244,20 +316,44 @@ py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array&
   check_zp(zb, s8, "b_zero_point");
   check_zp(zc, s8, "c_zero_point");
   if (lo > hi || lo < (s8 ? -128 : 0) || hi > (s8 ? 127 : 255)) throw std::invalid_argument("bad clip bounds");
-  AddArgs p = add_params(rule, sa, za, sb, zb, sc, zc);
-  p.lo = lo, p.hi = hi, p.b_scalar = b_scalar;
-  if (b_scalar && p.rule == AddRule::kOnnxruntime) {
-    const float bv = s8 ? static_cast<float>(*static_cast<const int8_t*>(b.data()))
-                        : static_cast<float>(*static_cast<const uint8_t*>(b.data()));
-    p.G = p.F + bv * p.rB;
-  }
-  std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
+  std::vector<int64_t> ash(a.shape(), a.shape() + a.ndim()), bsh(b.shape(), b.shape() + b.ndim());
+  const AddSpans sp = add_spans(ash, bsh);
+  // ORT's a-is-scalar form computes with the operands swapped; the integer rules are symmetric
+  const bool swap = rule == "onnxruntime" && ort_a_is_scalar(ash, bsh);
+  AddArgs p = swap ? add_params(rule, sb, zb, sa, za, sc, zc) : add_params(rule, sa, za, sb, zb, sc, zc);
+  p.lo = lo, p.hi = hi;
+  p.a_step = swap ? sp.b_step : sp.a_step;
+  p.b_step = swap ? sp.a_step : sp.b_step;
+  std::vector<py::ssize_t> shape(sp.out_shape.begin(), sp.out_shape.end());
   py::array y = empty_like_q8(s8, shape);
-  p.a = a.data(), p.b = b.data(), p.y = y.mutable_data();
+  const uint8_t* pa = static_cast<const uint8_t*>(a.data());
+  const uint8_t* pb = static_cast<const uint8_t*>(b.data());
+  uint8_t* py_ = static_cast<uint8_t*>(y.mutable_data());
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(n, 65536, [&](int64_t i0, int64_t i1) { (s8 ? k.add_s8 : k.add_u8)(p, i0, i1); });
+    auto kern = s8 ? k.add_s8 : k.add_u8;
+    if (sp.spans == 1) {
+      p.a = swap ? pb : pa, p.b = swap ? pa : pb, p.y = py_;
+      split(sp.inner, 65536, [&](int64_t i0, int64_t i1) { kern(p, i0, i1); });
+    } else {
+      const int64_t inner = sp.inner;
+      split(sp.spans, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, inner)), [&](int64_t s0, int64_t s1) {
+        AddArgs q = p;
+        for (int64_t s = s0; s < s1; ++s) {
+          int64_t rem = s, oa = 0, ob = 0;
+          for (size_t d = sp.size.size(); d-- > 0;) {  // innermost outer dimension last
+            const int64_t i = rem % sp.size[d];
+            rem /= sp.size[d];
+            oa += i * sp.sa[d], ob += i * sp.sb[d];
+          }
+          q.a = swap ? pb + ob : pa + oa;
+          q.b = swap ? pa + oa : pb + ob;
+          q.y = py_ + s * inner;
+          kern(q, 0, inner);
+        }
+      });
+    }
   }
   return y;
 }
@@ -444,10 +540,10 @@ py::array concat(const std::vector<py::array>& xs, const std::vector<float>& sca
 void bind_eltwise(py::module_& m) {
   m.def("eltwise_kernel_name", [] { return std::string(kernels().name); });
   m.def("max_pool", &max_pool, py::arg("x"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"),
-        py::arg("dilations"));
+        py::arg("dilations"), py::arg("ceil_mode") = false);
   m.def("avg_pool", &avg_pool, py::arg("x"), py::arg("x_scale"), py::arg("x_zero_point"), py::arg("y_scale"),
         py::arg("y_zero_point"), py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"),
-        py::arg("count_include_pad"));
+        py::arg("count_include_pad"), py::arg("ceil_mode") = false);
   m.def("global_avg_pool", &global_avg_pool, py::arg("x"), py::arg("x_scale"), py::arg("x_zero_point"),
         py::arg("y_scale"), py::arg("y_zero_point"));
   m.def("qlinear_add", &qlinear_add, py::arg("a"), py::arg("a_scale"), py::arg("a_zero_point"), py::arg("b"),

@@ -38,15 +38,19 @@ struct GapArgs {
 
 enum class AddRule : int32_t { kOnnxruntime = 0, kTflite = 1, kXnnpack = 2 };
 
+// One span of a (broadcast) add: elements i of the span read A[i * a_step] and
+// B[i * b_step] (steps 0 or 1) and write Y[i]. The binding splits the broadcast
+// output into spans and, for ORT's a-is-scalar form, swaps the operands
+// (docs/semantics.md 11.4), so the kernel never needs to know which is which.
 struct AddArgs {
   const void* a;
-  const void* b;  // n elements, or one element if b_scalar
+  const void* b;
   void* y;
-  bool b_scalar;
+  int64_t a_step, b_step;
   AddRule rule;
   int32_t lo, hi;  // output clamp (dtype range intersected with the clip)
-  // onnxruntime
-  float rA, rB, F, G;  // G = fl32(F + fl32(fl32(b) * rB)) when b is a scalar
+  // onnxruntime: y = fma(a, rA, fma(b, rB, F))
+  float rA, rB, F;
   // tflite
   int32_t za, zb, zc, m_a, sh_a, m_b, sh_b, m_o, sh_o;
   // xnnpack
@@ -96,7 +100,7 @@ struct EltwiseKernels {
   // image n, channels [c0, c1)
   void (*gap_u8)(const GapArgs&, int64_t n, int64_t c0, int64_t c1);
   void (*gap_s8)(const GapArgs&, int64_t n, int64_t c0, int64_t c1);
-  // elements [i0, i1)
+  // elements [i0, i1) of one span
   void (*add_u8)(const AddArgs&, int64_t i0, int64_t i1);
   void (*add_s8)(const AddArgs&, int64_t i0, int64_t i1);
   void (*clip_u8)(const uint8_t* x, uint8_t* y, int64_t n, int32_t lo, int32_t hi);

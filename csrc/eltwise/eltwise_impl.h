@@ -118,43 +118,54 @@ void gap(const GapArgs& a, int64_t n, int64_t c0, int64_t c1) {
   }
 }
 
-template <typename T>
-void add(const AddArgs& p, int64_t i0, int64_t i1) {
+// AS, BS: the element steps of A and B (0: the span's scalar, 1: contiguous), as
+// template parameters so that every combination vectorizes.
+template <typename T, int AS, int BS>
+void add_span(const AddArgs& p, int64_t i0, int64_t i1) {
   const T* A = static_cast<const T*>(p.a);
   const T* B = static_cast<const T*>(p.b);
   T* Y = static_cast<T*>(p.y);
-  const int64_t bstep = p.b_scalar ? 0 : 1;
   if (p.rule == AddRule::kOnnxruntime) {
     const float flo = static_cast<float>(p.lo), fhi = static_cast<float>(p.hi);
-    if (p.b_scalar) {
+    if (BS == 0) {
+      // ORT folds the scalar into the constant with the same FMA: fma(b, rB, F)
+      const float G = __builtin_fmaf(static_cast<float>(B[0]), p.rB, p.F);
       for (int64_t i = i0; i < i1; ++i) {
-        const float v = __builtin_fmaf(static_cast<float>(A[i]), p.rA, p.G);
+        const float v = __builtin_fmaf(static_cast<float>(A[i * AS]), p.rA, G);
         Y[i] = static_cast<T>(static_cast<int32_t>(ew_rne(ew_clampf(v, flo, fhi))));
       }
     } else {
       for (int64_t i = i0; i < i1; ++i) {
-        const float t = __builtin_fmaf(static_cast<float>(B[i]), p.rB, p.F);
-        const float v = __builtin_fmaf(static_cast<float>(A[i]), p.rA, t);
+        const float t = __builtin_fmaf(static_cast<float>(B[i * BS]), p.rB, p.F);
+        const float v = __builtin_fmaf(static_cast<float>(A[i * AS]), p.rA, t);
         Y[i] = static_cast<T>(static_cast<int32_t>(ew_rne(ew_clampf(v, flo, fhi))));
       }
     }
   } else if (p.rule == AddRule::kTflite) {
     for (int64_t i = i0; i < i1; ++i) {
-      const int32_t va = (static_cast<int32_t>(A[i]) - p.za) * (1 << 20);
-      const int32_t vb = (static_cast<int32_t>(B[i * bstep]) - p.zb) * (1 << 20);
+      const int32_t va = (static_cast<int32_t>(A[i * AS]) - p.za) * (1 << 20);
+      const int32_t vb = (static_cast<int32_t>(B[i * BS]) - p.zb) * (1 << 20);
       const int32_t s = rounding_divide_by_pot(srdhm(va, p.m_a), -p.sh_a) +
                         rounding_divide_by_pot(srdhm(vb, p.m_b), -p.sh_b);
       Y[i] = static_cast<T>(rq_q31(s, p.m_o, p.sh_o, p.zc, p.lo, p.hi));
     }
   } else {
     for (int64_t i = i0; i < i1; ++i) {
-      const int32_t acc = p.bias + static_cast<int32_t>(A[i]) * p.xm_a + static_cast<int32_t>(B[i * bstep]) * p.xm_b;
+      const int32_t acc = p.bias + static_cast<int32_t>(A[i * AS]) * p.xm_a + static_cast<int32_t>(B[i * BS]) * p.xm_b;
       int32_t r = (acc >> p.shift) + p.zc;
       r = r < p.lo ? p.lo : r;
       r = r > p.hi ? p.hi : r;
       Y[i] = static_cast<T>(r);
     }
   }
+}
+
+template <typename T>
+void add(const AddArgs& p, int64_t i0, int64_t i1) {
+  if (p.a_step && p.b_step) add_span<T, 1, 1>(p, i0, i1);
+  else if (p.a_step) add_span<T, 1, 0>(p, i0, i1);
+  else if (p.b_step) add_span<T, 0, 1>(p, i0, i1);
+  else add_span<T, 0, 0>(p, i0, i1);
 }
 
 template <typename T>

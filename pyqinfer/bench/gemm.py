@@ -322,17 +322,27 @@ def run_gemm_bench(shapes=None, threads=None, *, min_runs=5, target_seconds=0.3,
         with_ort = _ort.available()
     if peak is None:
         peak = measure_peak()
+    return run_rows(shapes, threads, lambda shape: GemmCase(*shape),
+                    lambda case, th: bench_case(case, th, peak, min_runs=min_runs, target_seconds=target_seconds,
+                                                with_ort=with_ort),
+                    max_other=max_other, attempts=attempts, progress=progress)
+
+
+def run_rows(keys, threads, make_case, bench, *, max_other=None, attempts=3, progress=None):
+    """The benchmarks' outer loop: for each thread count and key, ``bench(case, threads)``
+    (one record; ``case = make_case(key)``, built once per key). With ``max_other`` (a
+    fraction), wait for a quiet machine before each row and re-measure a row whose
+    ``other_cpu_fraction`` exceeded it, up to ``attempts`` times; keep the cleanest."""
     cases = {}
     records = []
     for th in threads:
-        for shape in shapes:
-            case = cases.get(shape) or cases.setdefault(shape, GemmCase(*shape))
+        for key in keys:
+            case = cases[key] if key in cases else cases.setdefault(key, make_case(key))
             tries = []
             for _ in range(max(1, attempts) if max_other is not None else 1):
                 if max_other is not None:
                     wait_for_idle(max_other)
-                tries.append(bench_case(case, th, peak, min_runs=min_runs,
-                                        target_seconds=target_seconds, with_ort=with_ort))
+                tries.append(bench(case, th))
                 other = tries[-1]["other_cpu_fraction"]
                 if max_other is None or other is None or other <= max_other:
                     break

@@ -30,18 +30,25 @@ def version():
 
 def _runner(graph, input_name, value, threads):
     """A callable running the one-input ``graph`` on ``value`` with ``threads`` intra-op threads."""
+    return graph_runner(graph, {input_name: value}, threads)
+
+
+def graph_runner(graph, feed, threads, domains=()):
+    """A callable running ``graph`` on the inputs ``feed`` (name -> array) with ``threads``
+    intra-op threads; ``domains``: extra operator domains (e.g. "com.microsoft"), version 1.
+    Returns the first output."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, 1) for d in domains]
+    model = helper.make_model(graph, opset_imports=opsets)
     onnx.checker.check_model(model)
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feed = {input_name: value}
     return lambda: sess.run(None, feed)[0]
 
 

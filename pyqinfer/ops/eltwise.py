@@ -61,7 +61,7 @@ def _ints(name, v, n, default):
     return out
 
 
-def _geometry(x_nhwc, kernel_shape, strides, pads, dilations):
+def _geometry(x_nhwc, kernel_shape, strides, pads, dilations, ceil_mode=0):
     H, W = x_nhwc.shape[1:3]
     k = _ints("kernel_shape", kernel_shape, 2, None) if kernel_shape is not None else None
     if k is None:
@@ -80,6 +80,8 @@ def _geometry(x_nhwc, kernel_shape, strides, pads, dilations):
         raise ValueError(f"pads must lie in [0, dilated kernel size {e}), got {p}")
     if H + p[0] + p[2] < e[0] or W + p[1] + p[3] < e[1]:
         raise ValueError(f"the padded input ({H}x{W}, pads {p}) is smaller than the kernel {e}")
+    if not isinstance(ceil_mode, (numbers.Integral, np.bool_)) or int(ceil_mode) not in (0, 1):
+        raise ValueError(f"ceil_mode must be 0 or 1, got {ceil_mode!r}")
     return k, s, p, d
 
 
@@ -94,23 +96,26 @@ def _scalar_scale(name, s):
     return float(_scale(name, s)[0])
 
 
-def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, *, layout="NCHW"):
-    """ONNX MaxPool (ceil_mode 0) on uint8/int8; the output keeps x's scale and zero point.
+def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, *, layout="NCHW", ceil_mode=0):
+    """ONNX MaxPool on uint8/int8; the output keeps x's scale and zero point.
 
     ``pads`` is ``[top, left, bottom, right]``; padding never participates.
+    ``ceil_mode=1`` rounds the output size up (a window that would start in the
+    bottom/right padding is dropped), as ONNX and ONNX Runtime do.
     """
     xh = _layout_in(x, layout)
-    k, s, p, d = _geometry(xh, kernel_shape, strides, pads, dilations)
-    return _layout_out(_core.max_pool(xh, k, s, p, d), layout)
+    k, s, p, d = _geometry(xh, kernel_shape, strides, pads, dilations, ceil_mode)
+    return _layout_out(_core.max_pool(xh, k, s, p, d, bool(ceil_mode)), layout)
 
 
 def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel_shape, strides=None,
-                         pads=None, count_include_pad=0, *, layout="NCHW"):
+                         pads=None, count_include_pad=0, *, layout="NCHW", ceil_mode=0):
     """com.microsoft QLinearAveragePool, bit-exact with ONNX Runtime (a float32 rule,
     docs/semantics.md 11.3). A kernel covering the whole image with zero pads is
-    the global average pool, as in ORT."""
+    the global average pool, as in ORT. ``ceil_mode`` as in :func:`max_pool`;
+    ``count_include_pad=1`` always divides by kh*kw (ORT's rule)."""
     xh = _layout_in(x, layout)
-    k, s, p, _ = _geometry(xh, kernel_shape, strides, pads, None)
+    k, s, p, _ = _geometry(xh, kernel_shape, strides, pads, None, ceil_mode)
     sx, sy = _scalar_scale("x_scale", x_scale), _scalar_scale("y_scale", y_scale)
     zx = _scalar_zp("x_zero_point", x_zero_point, xh.dtype)
     zy = _scalar_zp("y_zero_point", y_zero_point, xh.dtype)
@@ -119,7 +124,7 @@ def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel
     if tuple(k) == tuple(xh.shape[1:3]) and not any(p):
         y = _core.global_avg_pool(xh, sx, zx, sy, zy)
     else:
-        y = _core.avg_pool(xh, sx, zx, sy, zy, k, s, p, bool(count_include_pad))
+        y = _core.avg_pool(xh, sx, zx, sy, zy, k, s, p, bool(count_include_pad), bool(ceil_mode))
     return _layout_out(y, layout)
 
 
@@ -141,8 +146,10 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_z
 
     ``rule``: ``"onnxruntime"`` (ORT's float rule, bit-exact with ORT on x86),
     ``"tflite"`` (three-step fixed point, double rounding) or ``"xnnpack"``.
-    ``b`` has ``a``'s shape or a single element. The output has a's dtype;
-    ``clip`` (None, "relu", "relu6", (lo, hi)) bounds it as in a fused activation.
+    ``a`` and ``b`` broadcast (ONNX multidirectional / numpy rules, e.g.
+    ``[N, C, H, W] + [1, C, 1, 1]`` or a scalar); the output has the broadcast
+    shape and a's dtype; ``clip`` (None, "relu", "relu6", (lo, hi)) bounds it as
+    in a fused activation.
     """
     if rule not in ADD_RULES:
         raise ValueError(f"rule must be one of {ADD_RULES}, got {rule!r}")
@@ -150,15 +157,17 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_z
     b = _int8_array("b", b)
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
-    if b.size != 1 and b.shape != a.shape:
-        raise ValueError(f"b must have a's shape {a.shape} or a single element, got {b.shape}")
+    try:
+        out_shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"b must have a shape that broadcasts with a's: {a.shape} and {b.shape}") from None
     sa, sb, sc = (_scalar_scale(n, v) for n, v in (("a_scale", a_scale), ("b_scale", b_scale), ("c_scale", c_scale)))
     za = _scalar_zp("a_zero_point", a_zero_point, a.dtype)
     zb = _scalar_zp("b_zero_point", b_zero_point, a.dtype)
     zc = _scalar_zp("c_zero_point", c_zero_point, a.dtype)
     lo, hi = activation_bounds(clip, sc, zc, a.dtype)
-    return _core.qlinear_add(np.ascontiguousarray(a), sa, za, np.ascontiguousarray(b), sb, zb, sc, zc,
-                             rule, lo, hi)
+    y = _core.qlinear_add(np.ascontiguousarray(a), sa, za, np.ascontiguousarray(b), sb, zb, sc, zc, rule, lo, hi)
+    return y if y.shape == out_shape else y.reshape(out_shape)  # 0-d
 
 
 def qlinear_concat(y_scale, y_zero_point, inputs, axis):

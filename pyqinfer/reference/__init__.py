@@ -9,7 +9,7 @@ from .arith import (INT32_MAX, INT32_MIN, mbqm_double, mbqm_single, quantize_mul
                     rhaz, rne, rounding_divide_by_pot, srdhm, wrap32)
 from .conv import conv_accumulate, conv_integer, conv_output_shape, qlinear_conv, same_pads
 from .dtypes import dtype_range
-from .eltwise import (ADD_RULES, add_params, clip, max_pool, pool_geometry, qlinear_add,
+from .eltwise import (ADD_RULES, add_params, clip, max_pool, ort_add_form, pool_geometry, qlinear_add,
                       qlinear_average_pool, qlinear_concat, qlinear_global_average_pool, relu,
                       requantize_int32, requantize_tensor)
 from .lowbit import (NAMED_WIDTHS, check_lowbit, lowbit_accumulate, lowbit_accumulator_bound,
@@ -30,7 +30,7 @@ __all__ = [
     "quantize_linear", "dequantize_linear", "QUANTIZE_RULES", "pack_int4", "unpack_int4",
     "wrap32", "rne", "rhaz", "srdhm", "rounding_divide_by_pot", "quantize_multiplier",
     "mbqm_double", "mbqm_single", "INT32_MIN", "INT32_MAX", "dtype_range",
-    "ADD_RULES", "add_params", "clip", "max_pool", "pool_geometry", "qlinear_add",
+    "ADD_RULES", "add_params", "clip", "max_pool", "ort_add_form", "pool_geometry", "qlinear_add",
     "qlinear_average_pool", "qlinear_concat", "qlinear_global_average_pool", "relu",
     "requantize_int32", "requantize_tensor",
     "conv_accumulate", "conv_integer", "qlinear_conv", "conv_output_shape", "same_pads",

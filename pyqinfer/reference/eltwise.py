@@ -48,13 +48,25 @@ def _from_nhwc(y, layout):
     return y if layout == "NHWC" else y.transpose(0, 3, 1, 2)
 
 
-def pool_geometry(H, W, kernel_shape, strides=None, pads=None, dilations=None):
+def _out_size(n, p0, p1, e, s, ceil_mode):
+    """Output length along one axis (docs/semantics.md 11.1)."""
+    span = n + p0 + p1 - e
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1  # ceil
+    if (out - 1) * s >= n + p0:  # the last window would start in the bottom/right padding: dropped
+        out -= 1
+    return out
+
+
+def pool_geometry(H, W, kernel_shape, strides=None, pads=None, dilations=None, ceil_mode=0):
     """Validated 2-D pooling geometry -> (kh, kw, sh, sw, pt, pl, dh, dw, OH, OW).
 
-    pads are ONNX order [top, left, bottom, right]; out = floor((H + pt + pb -
-    ((k - 1) * d + 1)) / s) + 1 (ceil_mode 0). Every pad must be smaller than
-    the dilated kernel extent, and every window must hold at least one tap
-    inside the image.
+    pads are ONNX order [top, left, bottom, right]; with e = (k - 1) * d + 1,
+    out = floor((H + pt + pb - e) / s) + 1 (ceil_mode 0) or ceil(...) + 1
+    minus one if the last window would start in the bottom/right padding
+    (ceil_mode 1). Every pad must be smaller than the dilated kernel extent,
+    and every window must hold at least one tap inside the image.
     """
     def pair(v, name, default):
         v = default if v is None else v
@@ -77,8 +89,12 @@ def pool_geometry(H, W, kernel_shape, strides=None, pads=None, dilations=None):
     eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     if min(pads) < 0 or max(pt, pb) >= eh or max(pl, pr) >= ew:
         raise ValueError(f"pads must lie in [0, dilated kernel size), got {pads}")
-    OH = (H + pt + pb - eh) // sh + 1
-    OW = (W + pl + pr - ew) // sw + 1
+    if ceil_mode not in (0, 1, False, True):
+        raise ValueError(f"ceil_mode must be 0 or 1, got {ceil_mode!r}")
+    if H + pt + pb < eh or W + pl + pr < ew:
+        raise ValueError(f"the (padded) input {H}x{W} is smaller than the kernel")
+    OH = _out_size(H, pt, pb, eh, sh, ceil_mode)
+    OW = _out_size(W, pl, pr, ew, sw, ceil_mode)
     if OH < 1 or OW < 1:
         raise ValueError(f"the (padded) input {H}x{W} is smaller than the kernel")
     for O, s, p, k, d, n, what in ((OH, sh, pt, kh, dh, H, "row"), (OW, sw, pl, kw, dw, W, "column")):
@@ -95,15 +111,15 @@ def _taps(o, s, p, k, d, n):
 
 # ----------------------------------------------------------------- max pool
 
-def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, layout="NCHW"):
-    """ONNX MaxPool (ceil_mode 0) on int8/uint8: max over the in-bounds taps.
+def max_pool(x, kernel_shape, strides=None, pads=None, dilations=None, layout="NCHW", ceil_mode=0):
+    """ONNX MaxPool on int8/uint8: max over the in-bounds taps (ceil_mode: 11.1).
 
     Padding never participates. The output keeps x's dtype, scale and zero point.
     """
     x = _int8_tensor(x, "x")
     xh = _to_nhwc(x, layout)
     N, H, W, C = xh.shape
-    kh, kw, sh, sw, pt, pl, dh, dw, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads, dilations)
+    kh, kw, sh, sw, pt, pl, dh, dw, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads, dilations, ceil_mode)
     y = np.empty((N, OH, OW, C), x.dtype)
     for oh in range(OH):
         rows = _taps(oh, sh, pt, kh, dh, H)
@@ -153,12 +169,13 @@ def qlinear_global_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point,
 
 
 def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel_shape,
-                         strides=None, pads=None, count_include_pad=0, layout="NCHW"):
+                         strides=None, pads=None, count_include_pad=0, layout="NCHW", ceil_mode=0):
     """com.microsoft QLinearAveragePool exactly as ORT computes it (float32 path):
 
     d = fl32(s_x * fl32(x - zx)) per element; acc = fl32 running sum over the
     in-bounds taps, kernel row by row (h outer, w inner); count = kh*kw if
-    count_include_pad else the number of in-bounds taps;
+    count_include_pad (also for a ceil_mode window past the padding) else the
+    number of in-bounds taps;
     y = clamp(RNE(fl32(fl32(fl32(acc / fl32(count)) / s_y) + fl32(zy)))).
     Exception (ORT's fallback): a kernel equal to the whole image with all
     pads 0 is qlinear_global_average_pool.
@@ -168,7 +185,7 @@ def qlinear_average_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, kernel
     N, H, W, C = xh.shape
     sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
     zx, zy = _zp(x_zero_point, x.dtype, "x_zero_point"), _zp(y_zero_point, x.dtype, "y_zero_point")
-    kh, kw, sh, sw, pt, pl, _, _, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads)
+    kh, kw, sh, sw, pt, pl, _, _, OH, OW = pool_geometry(H, W, kernel_shape, strides, pads, None, ceil_mode)
     if (kh, kw) == (H, W) and not any(pads or ()):
         return _from_nhwc(_gap_nhwc(xh, sx, zx, sy, zy), layout)
     d = (sx * (xh.astype(np.int64) - zx).astype(f32)).astype(f32)
@@ -196,12 +213,41 @@ def _add_inputs(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_z
     a, b = _int8_tensor(a, "a"), _int8_tensor(b, "b")
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
-    if b.size != 1 and b.shape != a.shape:
-        raise ValueError(f"b must have a's shape {a.shape} or a single element, got {b.shape}")
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"b must have a shape that broadcasts with a's: {a.shape} and {b.shape}") from None
     sa, sb, sc = _scale(a_scale, "a_scale"), _scale(b_scale, "b_scale"), _scale(c_scale, "c_scale")
     za, zb, zc = (_zp(a_zero_point, a.dtype, "a_zero_point"), _zp(b_zero_point, a.dtype, "b_zero_point"),
                   _zp(c_zero_point, a.dtype, "c_zero_point"))
     return a, sa, za, b, sb, zb, sc, zc
+
+
+def ort_add_form(a_shape, b_shape):
+    """Which of MLAS's QLinearAdd formulas ONNX Runtime's broadcaster runs for these
+    shapes (docs/semantics.md 11.4): "general" (both inputs vary along the span),
+    "b_scalar" (b is constant along the span) or "a_scalar" (a is; ORT then swaps
+    the operands). ORT decides it from the innermost dimension of the common
+    (trailing) rank whose broadcast size exceeds 1, or the outermost common one when
+    none does; an input is "scalar" when its size there is 1 (a 0-d input always is).
+    Input 0 is tested first."""
+    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    if not a_shape:
+        return "a_scalar"
+    if not b_shape:
+        return "b_scalar" if a_shape[-1] > 1 else "a_scalar"
+    m = min(len(a_shape), len(b_shape))
+    for i in range(1, m + 1):
+        da, db = a_shape[-i], b_shape[-i]
+        use = min(da, db) if min(da, db) == 0 else max(da, db)
+        if use <= 1 and i < m:
+            continue
+        break
+    if da <= 1:
+        return "a_scalar"
+    if db <= 1:
+        return "b_scalar"
+    return "general"
 
 
 def add_params(rule, a_scale, b_scale, c_scale, a_zero_point=0, b_zero_point=0, c_zero_point=0):
@@ -267,38 +313,42 @@ def _fma(a, b, c):
 
 def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point,
                 rule="onnxruntime", clip=None):
-    """Quantized add C = A + B with a named rule (docs/semantics.md 11.3).
+    """Quantized add C = A + B with a named rule (docs/semantics.md 11.4).
 
-    b has a's shape or a single element (broadcast). The output has a's dtype.
-    clip: None, 'relu', 'relu6' or (lo, hi), as activation_bounds (section 4.6).
+    a and b broadcast (ONNX multidirectional / numpy rules); the output has the
+    broadcast shape and a's dtype. For rule "onnxruntime" the shapes also select
+    ORT's formula (ort_add_form). clip: None, 'relu', 'relu6' or (lo, hi), as
+    activation_bounds (section 4.6).
     """
     a, sa, za, b, sb, zb, sc, zc = _add_inputs(a, a_scale, a_zero_point, b, b_scale, b_zero_point,
                                                c_scale, c_zero_point)
     lo, hi = activation_bounds(clip, sc, np.asarray(zc).astype(a.dtype), a.dtype.name)
     p = add_params(rule, sa, sb, sc, za, zb, zc)
-    av = a.astype(np.int64)
-    bv = np.broadcast_to(b.reshape(()) if b.size == 1 else b, a.shape).astype(np.int64)
+    out_shape = np.broadcast_shapes(a.shape, b.shape)
+    av = np.broadcast_to(a, out_shape).astype(np.int64)
+    bv = np.broadcast_to(b, out_shape).astype(np.int64)
     if rule == "onnxruntime":
-        if b.size == 1 and a.size != 1:
-            # scalar B: the kernel folds fl32(fl32(b) * rB) into the constant (mul, then add)
-            G = f32(p["F"] + f32(f32(b.reshape(-1)[0]) * p["rB"]))
-            v = _fma(av.astype(f32), p["rA"], np.full(a.shape, G, f32))
+        af, bf = av.astype(f32), bv.astype(f32)
+        if ort_add_form(a.shape, b.shape) != "a_scalar":
+            # "general" and "b_scalar" (the kernel folds b into the constant, FMA-contracted) agree
+            v = _fma(af, p["rA"], _fma(bf, p["rB"], np.full(out_shape, p["F"], f32)))
         else:
-            t = _fma(bv.astype(f32), p["rB"], np.full(a.shape, p["F"], f32))
-            v = _fma(av.astype(f32), p["rA"], t)
+            # a is the span's scalar: ORT swaps the operands, so F, rA and rB swap roles too
+            q = add_params(rule, sb, sa, sc, zb, za, zc)
+            v = _fma(bf, q["rA"], _fma(af, q["rB"], np.full(out_shape, q["F"], f32)))
         r = np.clip(np.asarray(v, np.float64), lo, hi)
-        return np.rint(r).astype(np.int64).astype(a.dtype)
+        return np.asarray(np.rint(r)).astype(np.int64).astype(a.dtype).reshape(out_shape)
     if rule == "tflite":
         va = (av - za) * (1 << 20)
         vb = (bv - zb) * (1 << 20)
         sa_ = mbqm_double(va, p["m_a"], p["sh_a"])
         sb_ = mbqm_double(vb, p["m_b"], p["sh_b"])
         r = mbqm_double(sa_ + sb_, p["m_o"], p["sh_o"]) + zc
-        return np.clip(r, lo, hi).astype(a.dtype)
+        return np.asarray(np.clip(r, lo, hi)).astype(a.dtype).reshape(out_shape)
     # xnnpack
     acc = p["bias"] + av * p["m_a"] + bv * p["m_b"]
     r = (acc >> p["shift"]) + zc
-    return np.clip(r, lo, hi).astype(a.dtype)
+    return np.asarray(np.clip(r, lo, hi)).astype(a.dtype).reshape(out_shape)
 
 
 # ----------------------------------------------------------------- concat

@@ -1,0 +1,542 @@
+#include "shift/shift.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "common/threadpool.h"
+#include "qgemm/epilogue.h"
+
+namespace pyq {
+
+namespace {
+
+constexpr int kExpBins = 62;  // exponents -31 .. 30
+constexpr int64_t kTileRows = 48;
+constexpr int64_t kMinTermsPerThread = int64_t{1} << 18;
+
+// ceil(max_a * 2^e): the bound of one term product (section 12.3).
+inline int64_t term_bound(int64_t max_a, int e) {
+  if (e >= 0) return max_a << e;  // max_a <= 2^31, e <= 30
+  return (max_a + (int64_t{1} << -e) - 1) >> -e;
+}
+
+}  // namespace
+
+PackedShift::PackedShift(const int8_t* signs, const int8_t* exponents, int T, int64_t K, int64_t N, ShiftRule rule)
+    : K_(K), N_(N), T_(T), rule_(rule) {
+  if (T < 1 || T > 3) throw std::invalid_argument("a shift weight has 1 to 3 terms (T)");
+  if (K <= 0 || N <= 0) throw std::invalid_argument("shift weights must have K > 0 and N > 0");
+  const int elo = rule == ShiftRule::kExact ? 0 : -31, ehi = 30;
+  const int64_t KN = K * N;
+  for (int64_t i = 0; i < T * KN; ++i) {
+    const int s = signs[i], e = exponents[i];
+    if (s < -1 || s > 1) throw std::invalid_argument("signs must be in {-1, 0, +1}");
+    if (s != 0 && (e < elo || e > ehi))
+      throw std::invalid_argument("exponent " + std::to_string(e) + " is outside [" + std::to_string(elo) + ", " +
+                                  std::to_string(ehi) + "] of the rule");
+    if (s != 0 && e < 0) right_shifts_ = true;
+  }
+  terms_.resize(static_cast<size_t>(N * K * T * 2));
+  negcnt_.assign(N, 0);
+  hist_.assign(static_cast<size_t>(N * kExpBins), 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      for (int t = 0; t < T; ++t) {
+        const int64_t src = t * KN + k * N + n;
+        const int8_t s = signs[src], e = s ? exponents[src] : 0;
+        int8_t* d = &terms_[static_cast<size_t>(((n * K + k) * T + t) * 2)];
+        d[0] = s;
+        d[1] = e;
+        if (s < 0) ++negcnt_[n];
+        if (s != 0) ++hist_[n * kExpBins + e + 31];
+      }
+  // The SIMD layout: per 64-column panel, per k, per term: shift counts, sign masks.
+  const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel;
+  const int64_t re = row_elems();
+  pack16_.assign(static_cast<size_t>(panels * K * T * re), 0);
+  for (int64_t pn = 0; pn < panels; ++pn)
+    for (int64_t k = 0; k < K; ++k)
+      for (int t = 0; t < T; ++t) {
+        int16_t* rec = &pack16_[static_cast<size_t>(((pn * K + k) * T + t) * re)];
+        for (int j = 0; j < kShiftPanel; ++j) {
+          const int64_t n = pn * kShiftPanel + j;
+          int s = 0, e = 0;
+          if (n < N) {
+            const int8_t* d = &terms_[static_cast<size_t>(((n * K + k) * T + t) * 2)];
+            s = d[0];
+            e = d[1];
+          }
+          rec[j] = static_cast<int16_t>(s == 0 ? kShiftOffCount : (e > 0 ? e : 0));
+          rec[kShiftPanel + j] = static_cast<int16_t>(s < 0 ? -1 : 0);
+          if (right_shifts_) rec[2 * kShiftPanel + j] = static_cast<int16_t>(s != 0 && e < 0 ? -e : 0);
+        }
+      }
+  if (!right_shifts_) {  // integer values: the multiply form
+    w_nk_.resize(static_cast<size_t>(N * K));
+    wmin_ = INT64_MAX;
+    wmax_ = INT64_MIN;
+    std::vector<int64_t> seen;
+    for (int64_t i = 0; i < N * K; ++i) {
+      int64_t v = 0;
+      for (int t = 0; t < T; ++t) {
+        const int8_t* d = &terms_[static_cast<size_t>((i * T + t) * 2)];
+        if (d[0]) v += d[0] * (int64_t{1} << d[1]);
+      }
+      w_nk_[static_cast<size_t>(i)] = v;
+      wmin_ = std::min(wmin_, v);
+      wmax_ = std::max(wmax_, v);
+      if (seen.size() <= 16 && std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
+    }
+    // The LUT kernel's table: index 0 is the value 0 (the padding past K), then
+    // the other values in increasing order.
+    if (std::find(seen.begin(), seen.end(), int64_t{0}) == seen.end()) seen.push_back(0);
+    distinct_ = static_cast<int>(std::min<size_t>(seen.size(), 17));
+    if (distinct_ <= 16 && wmin_ >= -128 && wmax_ <= 127) {
+      std::sort(seen.begin(), seen.end(), [](int64_t a, int64_t b) { return (a != 0 && b == 0) ? false : (a == 0 && b != 0) ? true : a < b; });
+      for (int64_t v : seen) lut_.push_back(static_cast<int8_t>(v));
+    }
+  } else {
+    distinct_ = 17;
+  }
+}
+
+__int128 PackedShift::column_bound(int64_t n, int64_t max_a) const {
+  __int128 b = negcnt_[n];
+  const int32_t* h = &hist_[static_cast<size_t>(n * kExpBins)];
+  for (int i = 0; i < kExpBins; ++i)
+    if (h[i]) b += static_cast<__int128>(h[i]) * term_bound(max_a, i - 31);
+  return b;
+}
+
+const ShiftPlan& PackedShift::plan_for(int64_t max_a, bool x_fits_int16) const {
+  const int64_t key = max_a * 2 + (x_fits_int16 ? 1 : 0);
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+  auto plan = std::make_unique<ShiftPlan>();
+  const int64_t panels = (N_ + kShiftPanel - 1) / kShiftPanel;
+  std::vector<int64_t> cur(kShiftPanel), tb(kShiftPanel);
+  for (int64_t pn = 0; pn < panels; ++pn) {
+    const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N_ - n0);
+    __int128 worst = 0;
+    for (int64_t j = 0; j < cnt; ++j) worst = std::max(worst, column_bound(n0 + j, max_a));
+    plan->block_begin.push_back(static_cast<int64_t>(plan->block_end.size()));
+    if (worst > INT32_MAX) {
+      plan->mode.push_back(static_cast<int32_t>(LaneMode::kWide));
+      continue;
+    }
+    // int16 lanes over k blocks whose partial bound (plus the negative-term
+    // count, the one's-complement correction) is at most 2^15 - 1.
+    bool int16_ok = x_fits_int16;
+    std::vector<int32_t> ends;
+    std::fill(cur.begin(), cur.end(), 0);
+    for (int64_t k = 0; int16_ok && k < K_; ++k) {
+      bool cut = false;
+      for (int64_t j = 0; j < cnt; ++j) {
+        int64_t b = 0;
+        const int8_t* d = &terms_[static_cast<size_t>(((n0 + j) * K_ + k) * T_ * 2)];
+        for (int t = 0; t < T_; ++t)
+          if (d[2 * t]) b += term_bound(max_a, d[2 * t + 1]) + (d[2 * t] < 0 ? 1 : 0);
+        if (b > 32767) int16_ok = false;
+        tb[j] = b;
+        if (cur[j] + b > 32767) cut = true;
+      }
+      if (!int16_ok) break;
+      if (cut) {
+        ends.push_back(static_cast<int32_t>(k));
+        std::fill(cur.begin(), cur.end(), 0);
+      }
+      for (int64_t j = 0; j < cnt; ++j) cur[j] += tb[j];
+    }
+    ends.push_back(static_cast<int32_t>(K_));
+    // Short blocks spend more on widening than int16 lanes save.
+    if (int16_ok && K_ >= 8 * static_cast<int64_t>(ends.size())) {
+      plan->mode.push_back(static_cast<int32_t>(LaneMode::kInt16));
+      plan->block_end.insert(plan->block_end.end(), ends.begin(), ends.end());
+    } else {
+      plan->mode.push_back(static_cast<int32_t>(LaneMode::kInt32));
+    }
+  }
+  plan->block_begin.push_back(static_cast<int64_t>(plan->block_end.size()));
+  const ShiftPlan& ref = *plan;
+  plans_.emplace(key, std::move(plan));
+  return ref;
+}
+
+const PackedWeights& PackedShift::int8_weights() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!w8_) {
+    std::vector<int8_t> b(static_cast<size_t>(K_ * N_));
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t k = 0; k < K_; ++k) b[k * N_ + n] = static_cast<int8_t>(w_nk_[n * K_ + k]);
+    const int32_t zp = 0;
+    w8_ = std::make_unique<PackedWeights>(reinterpret_cast<const uint8_t*>(b.data()), true, K_, N_, N_, &zp, 1, 8);
+  }
+  return *w8_;
+}
+
+const std::vector<int32_t>& PackedShift::int32_weights_kn() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (w32_kn_.empty()) {
+    w32_kn_.resize(static_cast<size_t>(K_ * N_));
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t k = 0; k < K_; ++k) w32_kn_[k * N_ + n] = static_cast<int32_t>(w_nk_[n * K_ + k]);
+  }
+  return w32_kn_;
+}
+
+#if defined(PYQ_X86)
+const uint8_t* PackedShift::lut4_packed() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!lut4_) {
+    const GemmKernel* kern = avx512vnni_lut4_gemm_kernel();
+    lut4_ = std::make_unique<AlignedBuffer>(64 + kern->packed_size(N_, K_));
+    uint8_t* lut = lut4_->data();
+    for (int i = 0; i < 64; ++i) lut[i] = static_cast<uint8_t>(i % 16 < static_cast<int>(lut_.size()) ? lut_[i % 16] : 0);
+    std::vector<int8_t> idx(static_cast<size_t>(N_ * K_));
+    lut4_colsum_.assign(N_, 0);
+    for (int64_t i = 0; i < N_ * K_; ++i) {
+      const int8_t v = static_cast<int8_t>(w_nk_[static_cast<size_t>(i)]);
+      idx[static_cast<size_t>(i)] = static_cast<int8_t>(std::find(lut_.begin(), lut_.end(), v) - lut_.begin());
+      lut4_colsum_[i / K_] += v;
+    }
+    kern->pack(idx.data(), N_, K_, lut + 64);
+  }
+  return lut4_->data() + 64;
+}
+
+const std::vector<int32_t>& PackedShift::lut4_colsum() const {
+  lut4_packed();
+  return lut4_colsum_;
+}
+#endif
+
+size_t PackedShift::packed_bytes() const {
+  std::lock_guard<std::mutex> g(mu_);
+  size_t total = pack16_.size() * 2 + terms_.size();
+  if (w8_) total += w8_->packed_bytes();
+  total += w32_kn_.size() * 4;
+  if (lut4_) total += lut4_->size();
+  return total;
+}
+
+// ------------------------------------------------------------------ operator
+
+namespace {
+
+enum class Route { kShift, kMulInt8, kMulLut4, kMulInt32, kMulWide };
+
+struct Prepared {
+  Route route = Route::kShift;
+  int64_t max_a = 0;
+  bool x16_ok = false;
+  const ShiftPlan* plan = nullptr;
+  ShiftComputeFn compute = nullptr;
+  ShiftMulFn mul32 = nullptr;
+  bool wide128 = false;
+  std::string name;
+};
+
+void act_range(ShiftActType t, int64_t* lo, int64_t* hi) {
+  switch (t) {
+    case ShiftActType::kU8: *lo = 0; *hi = 255; break;
+    case ShiftActType::kS8: *lo = -128; *hi = 127; break;
+    case ShiftActType::kS16: *lo = -32768; *hi = 32767; break;
+    default: *lo = INT32_MIN; *hi = INT32_MAX; break;
+  }
+}
+
+void check_args(const ShiftArgs& g) {
+  const PackedShift& w = *g.w;
+  if (g.K != w.K()) throw std::invalid_argument("activation K does not match the shift weights");
+  if (g.M < 0) throw std::invalid_argument("M must be >= 0");
+  if (g.acc_bits < 8 || g.acc_bits > 32) throw std::invalid_argument("acc_bits must be in [8, 32]");
+  int64_t lo, hi;
+  act_range(g.a_type, &lo, &hi);
+  if (g.a_zero_point < lo || g.a_zero_point > hi) throw std::invalid_argument("a_zero_point out of a's range");
+  const bool eight = g.a_type == ShiftActType::kU8 || g.a_type == ShiftActType::kS8;
+  if (g.a_zero_point != 0 && (!eight || w.rule() != ShiftRule::kExact))
+    throw std::invalid_argument("a_zero_point must be 0 for 16/32-bit activations and for rule deepshift");
+  if (w.rule() == ShiftRule::kDeepShift && g.a_type == ShiftActType::kU8)
+    throw std::invalid_argument("rule deepshift needs signed activations (int8, int16, int32)");
+}
+
+Prepared prepare(const ShiftArgs& g) {
+  check_args(g);
+  const PackedShift& w = *g.w;
+  Prepared pr;
+  int64_t lo, hi;
+  act_range(g.a_type, &lo, &hi);
+  pr.max_a = std::max<int64_t>(g.a_zero_point - lo, hi - g.a_zero_point);
+  pr.x16_ok = pr.max_a <= 32768;  // every a - za fits int16
+  __int128 worst = 0;
+  for (int64_t n = 0; n < w.N(); ++n) worst = std::max(worst, w.column_bound(n, pr.max_a));
+  pr.wide128 = worst > (static_cast<__int128>(1) << 62);
+  const bool eight = g.a_type == ShiftActType::kU8 || g.a_type == ShiftActType::kS8;
+  const KernelPath path = active_path();
+  ShiftKernel kern = g.kernel;
+  if (kern == ShiftKernel::kAuto) kern = w.decodable() ? ShiftKernel::kMultiply : ShiftKernel::kShift;
+  if (kern == ShiftKernel::kMultiply) {
+    if (!w.decodable())
+      throw std::invalid_argument(
+          "kernel='multiply' needs integer weight values; rule deepshift with negative exponents floors each "
+          "term product (section 12.1) and has no multiply form: use kernel='shift' or 'auto'");
+    const bool fits32 = worst <= INT32_MAX;
+    if (eight && w.fits_int8() && fits32) {
+#if defined(PYQ_X86)
+      if (path == KernelPath::kAvx512vnni && w.distinct_values() <= 16 && g.M <= 16) {
+        pr.route = Route::kMulLut4;
+        pr.name = "mul_lut4_6x64c8_avx512vnni";
+        return pr;
+      }
+#endif
+      pr.route = Route::kMulInt8;
+      pr.name = std::string("mul_int8:") + gemm_kernel_for(path)->name;
+      return pr;
+    }
+    if (w.fits_int32() && fits32) {
+      pr.route = Route::kMulInt32;
+      pr.mul32 = shift_mul32_scalar;
+      pr.name = "mul_int32_scalar";
+#if defined(PYQ_X86)
+      if (path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) {
+        pr.mul32 = shift_mul32_avx512bw;
+        pr.name = "mul_int32_avx512bw";
+      }
+#endif
+      return pr;
+    }
+    pr.route = Route::kMulWide;
+    pr.name = pr.wide128 ? "mul_int128_scalar" : "mul_int64_scalar";
+    return pr;
+  }
+  pr.route = Route::kShift;
+  pr.plan = &w.plan_for(pr.max_a, pr.x16_ok);
+  pr.compute = shift_compute_scalar;
+  pr.name = "shift_scalar";
+#if defined(PYQ_X86)
+  if (path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) {
+    pr.compute = shift_compute_avx512bw;
+    pr.name = "shift_avx512bw";
+  } else if (path == KernelPath::kAvx2 || path == KernelPath::kAvxVnni) {
+    pr.compute = shift_compute_avx2;
+    pr.name = "shift_avx2";
+  }
+#endif
+  int c16 = 0, c32 = 0, cw = 0;
+  for (int32_t m : pr.plan->mode) (m == 0 ? c16 : (m == 1 ? c32 : cw))++;
+  pr.name += ":int16x" + std::to_string(c16) + ",int32x" + std::to_string(c32) + ",wide" +
+             std::string(pr.wide128 ? "128" : "64") + "x" + std::to_string(cw);
+  return pr;
+}
+
+// x = a - za as int32 (and int16 when every value fits).
+void load_activations(const ShiftArgs& g, std::vector<int32_t>* x, std::vector<int16_t>* x16, bool want16) {
+  const int64_t n = g.M * g.K;
+  x->resize(static_cast<size_t>(n));
+  int32_t* d = x->data();
+  const int32_t za = g.a_zero_point;
+  switch (g.a_type) {
+    case ShiftActType::kU8: {
+      const uint8_t* s = static_cast<const uint8_t*>(g.a);
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<int32_t>(s[i]) - za;
+      break;
+    }
+    case ShiftActType::kS8: {
+      const int8_t* s = static_cast<const int8_t*>(g.a);
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<int32_t>(s[i]) - za;
+      break;
+    }
+    case ShiftActType::kS16: {
+      const int16_t* s = static_cast<const int16_t*>(g.a);
+      for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+      break;
+    }
+    default: std::memcpy(d, g.a, static_cast<size_t>(n) * 4); break;
+  }
+  if (want16) {
+    x16->resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) (*x16)[i] = static_cast<int16_t>(d[i]);
+  }
+}
+
+// acc = sat_W(sum + bias), then the int32 store or the requantized 8-bit store.
+void finish_row(const ShiftArgs& g, const GemmProblem& ep, int64_t m, int64_t n0, int64_t cnt, const int64_t* sums) {
+  int32_t acc[kShiftPanel];
+  const int64_t lo = -(int64_t{1} << (g.acc_bits - 1)), hi = (int64_t{1} << (g.acc_bits - 1)) - 1;
+  for (int64_t j = 0; j < cnt; ++j) {
+    int64_t v = sums[j] + (g.bias ? g.bias[n0 + j] : 0);  // |sums| <= 2^62: no overflow
+    acc[j] = static_cast<int32_t>(v < lo ? lo : (v > hi ? hi : v));
+  }
+  const int64_t N = g.w->N();
+  switch (g.out_kind) {
+    case OutKind::kInt32:
+      std::memcpy(static_cast<int32_t*>(g.out) + m * N + n0, acc, static_cast<size_t>(cnt) * 4);
+      break;
+    case OutKind::kUint8: requant_store(ep, acc, n0, cnt, static_cast<uint8_t*>(g.out) + m * N + n0); break;
+    case OutKind::kInt8: requant_store(ep, acc, n0, cnt, static_cast<int8_t*>(g.out) + m * N + n0); break;
+  }
+}
+
+GemmProblem epilogue_params(const ShiftArgs& g) {
+  GemmProblem ep;
+  if (g.requant) {
+    ep.mode = g.requant->mode;
+    if (!g.requant->scale.empty()) ep.scale = g.requant->scale.data();
+    if (!g.requant->multiplier.empty()) ep.multiplier = g.requant->multiplier.data();
+    if (!g.requant->shift.empty()) ep.shift = g.requant->shift.data();
+  }
+  ep.zp_y = g.zp_y;
+  ep.lo = g.lo;
+  ep.hi = g.hi;
+  return ep;
+}
+
+// The wide multiply form: int64 products (|x| <= 2^31, |w| < 2^32), int64 or int128 sums.
+template <typename Acc>
+void mul_wide(const int32_t* x, int64_t K, const std::vector<int64_t>& w_nk, int64_t m0, int64_t m1, int64_t n0,
+              int64_t n1, int64_t* tile) {
+  const __int128 cap = static_cast<__int128>(1) << 62;
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t n = n0; n < n1; ++n) {
+      Acc s = 0;
+      const int64_t* wr = &w_nk[static_cast<size_t>(n * K)];
+      const int32_t* xr = x + m * K;
+      for (int64_t k = 0; k < K; ++k) s += static_cast<Acc>(static_cast<int64_t>(xr[k]) * wr[k]);
+      const __int128 v = s;
+      tile[(m - m0) * kShiftPanel + (n - n0)] = static_cast<int64_t>(v > cap ? cap : (v < -cap ? -cap : v));
+    }
+}
+
+int threads_for(int64_t work) {
+  const int64_t n = std::min<int64_t>(get_num_threads(), std::max<int64_t>(1, work / kMinTermsPerThread));
+  return static_cast<int>(std::max<int64_t>(1, n));
+}
+
+#if defined(PYQ_X86)
+// The 4-bit LUT multiply: raw = sum_k a'[m,k] * w[k,n] on the VNNI LUT kernel with
+// a' = a (uint8) or a + 128 (int8); acc = raw - za' * colsum[n] (exact: bound <= 2^31-1).
+void run_lut4(const ShiftArgs& g, int32_t* out32) {
+  const PackedShift& w = *g.w;
+  const GemmKernel* kern = avx512vnni_lut4_gemm_kernel();
+  const bool s8 = g.a_type == ShiftActType::kS8;
+  const std::vector<int32_t>& colsum = w.lut4_colsum();
+  std::vector<int32_t> colterm(static_cast<size_t>(w.N()));
+  const uint32_t za = static_cast<uint32_t>(g.a_zero_point + (s8 ? 128 : 0));
+  for (int64_t n = 0; n < w.N(); ++n) colterm[n] = static_cast<int32_t>(0u - za * static_cast<uint32_t>(colsum[n]));
+  GemmProblem p;
+  p.a = static_cast<const uint8_t*>(g.a);
+  p.lda = g.K;
+  p.a_xor = s8 ? 0x80808080u : 0u;
+  p.M = g.M;
+  p.N = w.N();
+  p.K = g.K;
+  p.packed = w.lut4_packed();
+  p.colterm = colterm.data();
+  p.out_kind = OutKind::kInt32;
+  p.out = out32;
+  p.ldc = w.N();
+  const int64_t panels = (w.N() + kern->nr - 1) / kern->nr;
+  const int nthreads = threads_for(g.M * g.K * w.N());
+  const int64_t tasks = nthreads == 1 ? 1 : std::min<int64_t>(panels, 4 * nthreads);
+  parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
+    const int64_t p0 = panels * t / tasks, p1 = panels * (t + 1) / tasks;
+    if (p0 < p1) kern->compute(p, 0, g.M, p0, p1);
+  });
+}
+#endif
+
+}  // namespace
+
+std::string shift_gemm_kernel_name(const ShiftArgs& args) { return prepare(args).name; }
+
+void shift_gemm(const ShiftArgs& g) {
+  const Prepared pr = prepare(g);
+  const PackedShift& w = *g.w;
+  const int64_t M = g.M, N = w.N(), K = w.K();
+  if (M == 0) return;
+  const GemmProblem ep = epilogue_params(g);
+  const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel;
+
+  if (pr.route == Route::kMulInt8 || pr.route == Route::kMulLut4) {
+    // The int8 GEMM gives the exact sum (the bound is <= 2^31 - 1, so nothing
+    // wraps); bias and saturation follow in int64.
+    std::vector<int32_t> raw(static_cast<size_t>(M * N));
+#if defined(PYQ_X86)
+    if (pr.route == Route::kMulLut4) run_lut4(g, raw.data());
+#endif
+    if (pr.route == Route::kMulInt8) {
+      GemmArgs ga{static_cast<const uint8_t*>(g.a), g.a_type == ShiftActType::kS8, M, K, K, g.a_zero_point,
+                  &w.int8_weights(), nullptr, OutKind::kInt32, raw.data(), N, nullptr, 0, 0, 0};
+      qgemm(ga);
+    }
+    const int nthreads = threads_for(M * N * 16);
+    const int64_t tasks = std::min<int64_t>(M, 4 * nthreads);
+    parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
+      int64_t sums[kShiftPanel];
+      for (int64_t m = M * t / tasks; m < M * (t + 1) / tasks; ++m)
+        for (int64_t n0 = 0; n0 < N; n0 += kShiftPanel) {
+          const int64_t cnt = std::min<int64_t>(kShiftPanel, N - n0);
+          for (int64_t j = 0; j < cnt; ++j) sums[j] = raw[m * N + n0 + j];
+          finish_row(g, ep, m, n0, cnt, sums);
+        }
+    });
+    return;
+  }
+
+  std::vector<int32_t> x;
+  std::vector<int16_t> x16;
+  load_activations(g, &x, &x16, pr.route == Route::kShift && pr.x16_ok);
+  ShiftProblem sp;
+  sp.x = x.data();
+  sp.x16 = x16.empty() ? nullptr : x16.data();
+  sp.M = M;
+  sp.K = K;
+  sp.N = N;
+  sp.T = w.T();
+  sp.right_shifts = w.right_shifts();
+  sp.pack16 = w.pack16();
+  sp.row_elems = w.row_elems();
+  sp.terms = w.terms();
+  sp.negcnt = w.negcnt();
+  if (pr.plan) {
+    sp.lane_mode = pr.plan->mode.data();
+    sp.block_begin = pr.plan->block_begin.data();
+    sp.block_end = pr.plan->block_end.data();
+  }
+  sp.wide128 = pr.wide128;
+  const int32_t* w32 = pr.route == Route::kMulInt32 ? w.int32_weights_kn().data() : nullptr;
+
+  const int64_t mtiles = (M + kTileRows - 1) / kTileRows;
+  const int nthreads = threads_for(M * N * K * w.T());
+  const int64_t want = 4 * static_cast<int64_t>(nthreads);
+  const int64_t tp = nthreads == 1 ? 1 : std::min<int64_t>(panels, want);
+  const int64_t tm = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(mtiles, (want + tp - 1) / tp));
+  parallel_for(static_cast<int>(tp * tm), nthreads, [&](int t) {
+    const int64_t ip = t / tm, im = t % tm;
+    const int64_t p0 = panels * ip / tp, p1 = panels * (ip + 1) / tp;
+    const int64_t r0 = mtiles * im / tm, r1 = mtiles * (im + 1) / tm;
+    std::vector<int64_t> tile(static_cast<size_t>(kTileRows * kShiftPanel));
+    for (int64_t pn = p0; pn < p1; ++pn) {
+      const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
+      for (int64_t rt = r0; rt < r1; ++rt) {
+        const int64_t m0 = rt * kTileRows, m1 = std::min<int64_t>(M, m0 + kTileRows);
+        switch (pr.route) {
+          case Route::kShift: pr.compute(sp, m0, m1, pn, tile.data()); break;
+          case Route::kMulInt32: pr.mul32(x.data(), K, w32, N, m0, m1, n0, n0 + cnt, tile.data()); break;
+          default:
+            if (pr.wide128)
+              mul_wide<__int128>(x.data(), K, w.decoded_nk(), m0, m1, n0, n0 + cnt, tile.data());
+            else
+              mul_wide<int64_t>(x.data(), K, w.decoded_nk(), m0, m1, n0, n0 + cnt, tile.data());
+            break;
+        }
+        for (int64_t m = m0; m < m1; ++m) finish_row(g, ep, m, n0, cnt, &tile[(m - m0) * kShiftPanel]);
+      }
+    }
+  });
+}
+
+}  // namespace pyq

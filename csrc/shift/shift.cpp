@@ -1,6 +1,7 @@
 #include "shift/shift.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -108,6 +109,19 @@ __int128 PackedShift::column_bound(int64_t n, int64_t max_a) const {
   for (int i = 0; i < kExpBins; ++i)
     if (h[i]) b += static_cast<__int128>(h[i]) * term_bound(max_a, i - 31);
   return b;
+}
+
+__int128 PackedShift::worst_bound(int64_t max_a) const {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = worst_.find(max_a);
+    if (it != worst_.end()) return it->second;
+  }
+  __int128 worst = 0;
+  for (int64_t n = 0; n < N_; ++n) worst = std::max(worst, column_bound(n, max_a));
+  std::lock_guard<std::mutex> g(mu_);
+  worst_[max_a] = worst;
+  return worst;
 }
 
 const ShiftPlan& PackedShift::plan_for(int64_t max_a, bool x_fits_int16) const {
@@ -236,6 +250,7 @@ struct Prepared {
   ShiftComputeFn compute = nullptr;
   ShiftMulFn mul32 = nullptr;
   bool wide128 = false;
+  bool no_saturation = false;
   std::string name;
 };
 
@@ -271,8 +286,12 @@ Prepared prepare(const ShiftArgs& g) {
   act_range(g.a_type, &lo, &hi);
   pr.max_a = std::max<int64_t>(g.a_zero_point - lo, hi - g.a_zero_point);
   pr.x16_ok = pr.max_a <= 32768;  // every a - za fits int16
-  __int128 worst = 0;
-  for (int64_t n = 0; n < w.N(); ++n) worst = std::max(worst, w.column_bound(n, pr.max_a));
+  const __int128 worst = w.worst_bound(pr.max_a);
+  int64_t max_bias = 0;
+  for (int64_t n = 0; g.bias && n < w.N(); ++n) max_bias = std::max<int64_t>(max_bias, std::abs(int64_t{g.bias[n]}));
+  // |exact| <= worst + max|bias| <= 2^(W-1) - 1: the saturation is the identity, so the
+  // multiply kernels may add the bias and requantize in their own epilogue.
+  pr.no_saturation = worst + max_bias <= (int64_t{1} << (g.acc_bits - 1)) - 1;
   pr.wide128 = worst > (static_cast<__int128>(1) << 62);
   const bool eight = g.a_type == ShiftActType::kU8 || g.a_type == ShiftActType::kS8;
   const KernelPath path = active_path();
@@ -417,16 +436,21 @@ int threads_for(int64_t work) {
 
 #if defined(PYQ_X86)
 // The 4-bit LUT multiply: raw = sum_k a'[m,k] * w[k,n] on the VNNI LUT kernel with
-// a' = a (uint8) or a + 128 (int8); acc = raw - za' * colsum[n] (exact: bound <= 2^31-1).
-void run_lut4(const ShiftArgs& g, int32_t* out32) {
+// a' = a (uint8) or a + 128 (int8); acc = raw - za' * colsum[n] (+ bias when `direct`)
+// modulo 2^32, exact because the bound is <= 2^31 - 1. direct: the kernel's own
+// epilogue writes the final output (saturation is the identity); else int32 sums to out32.
+void run_lut4(const ShiftArgs& g, int32_t* out32, bool direct) {
   const PackedShift& w = *g.w;
   const GemmKernel* kern = avx512vnni_lut4_gemm_kernel();
   const bool s8 = g.a_type == ShiftActType::kS8;
   const std::vector<int32_t>& colsum = w.lut4_colsum();
   std::vector<int32_t> colterm(static_cast<size_t>(w.N()));
   const uint32_t za = static_cast<uint32_t>(g.a_zero_point + (s8 ? 128 : 0));
-  for (int64_t n = 0; n < w.N(); ++n) colterm[n] = static_cast<int32_t>(0u - za * static_cast<uint32_t>(colsum[n]));
-  GemmProblem p;
+  for (int64_t n = 0; n < w.N(); ++n) {
+    const uint32_t b = direct && g.bias ? static_cast<uint32_t>(g.bias[n]) : 0u;
+    colterm[n] = static_cast<int32_t>(b - za * static_cast<uint32_t>(colsum[n]));
+  }
+  GemmProblem p = direct ? epilogue_params(g) : GemmProblem();
   p.a = static_cast<const uint8_t*>(g.a);
   p.lda = g.K;
   p.a_xor = s8 ? 0x80808080u : 0u;
@@ -435,8 +459,8 @@ void run_lut4(const ShiftArgs& g, int32_t* out32) {
   p.K = g.K;
   p.packed = w.lut4_packed();
   p.colterm = colterm.data();
-  p.out_kind = OutKind::kInt32;
-  p.out = out32;
+  p.out_kind = direct ? g.out_kind : OutKind::kInt32;
+  p.out = direct ? g.out : out32;
   p.ldc = w.N();
   const int64_t panels = (w.N() + kern->nr - 1) / kern->nr;
   const int nthreads = threads_for(g.M * g.K * w.N());
@@ -460,12 +484,26 @@ void shift_gemm(const ShiftArgs& g) {
   const GemmProblem ep = epilogue_params(g);
   const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel;
 
+  const bool direct = pr.no_saturation;
+  if ((pr.route == Route::kMulInt8 || pr.route == Route::kMulLut4) && direct) {
+    // Nothing saturates: the int8 GEMM's own epilogue adds the bias and requantizes.
+#if defined(PYQ_X86)
+    if (pr.route == Route::kMulLut4) {
+      run_lut4(g, nullptr, true);
+      return;
+    }
+#endif
+    GemmArgs ga{static_cast<const uint8_t*>(g.a), g.a_type == ShiftActType::kS8, M, K, K, g.a_zero_point,
+                &w.int8_weights(), g.bias, g.out_kind, g.out, N, g.requant, g.zp_y, g.lo, g.hi};
+    qgemm(ga);
+    return;
+  }
   if (pr.route == Route::kMulInt8 || pr.route == Route::kMulLut4) {
     // The int8 GEMM gives the exact sum (the bound is <= 2^31 - 1, so nothing
     // wraps); bias and saturation follow in int64.
     std::vector<int32_t> raw(static_cast<size_t>(M * N));
 #if defined(PYQ_X86)
-    if (pr.route == Route::kMulLut4) run_lut4(g, raw.data());
+    if (pr.route == Route::kMulLut4) run_lut4(g, raw.data(), false);
 #endif
     if (pr.route == Route::kMulInt8) {
       GemmArgs ga{static_cast<const uint8_t*>(g.a), g.a_type == ShiftActType::kS8, M, K, K, g.a_zero_point,

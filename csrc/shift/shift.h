@@ -107,6 +107,7 @@ class PackedShift {
   // bound[n] of section 12.3 without the bias, plus the negative-term count
   // (the kernels' one's-complement correction needs the headroom), for max_a.
   __int128 column_bound(int64_t n, int64_t max_a) const;
+  __int128 worst_bound(int64_t max_a) const;  // max over n, cached per max_a
   const ShiftPlan& plan_for(int64_t max_a, bool x_fits_int16) const;
 
   const int8_t* terms() const { return terms_.data(); }
@@ -136,6 +137,7 @@ class PackedShift {
   std::vector<int8_t> lut_;       // the distinct values (<= 16)
   mutable std::mutex mu_;
   mutable std::map<int64_t, std::unique_ptr<ShiftPlan>> plans_;
+  mutable std::map<int64_t, __int128> worst_;
   mutable std::unique_ptr<PackedWeights> w8_;
   mutable std::vector<int32_t> w32_kn_;
   mutable std::unique_ptr<AlignedBuffer> lut4_;

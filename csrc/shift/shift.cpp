@@ -179,6 +179,12 @@ const ShiftPlan& PackedShift::plan_for(int64_t max_a, bool x_fits_int16) const {
   return ref;
 }
 
+const int32_t* PackedShift::pack32() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (pack32_.empty()) pack32_.assign(pack16_.begin(), pack16_.end());
+  return pack32_.data();
+}
+
 const PackedWeights& PackedShift::int8_weights() const {
   std::lock_guard<std::mutex> g(mu_);
   if (!w8_) {
@@ -231,7 +237,7 @@ size_t PackedShift::packed_bytes() const {
   std::lock_guard<std::mutex> g(mu_);
   size_t total = pack16_.size() * 2 + terms_.size();
   if (w8_) total += w8_->packed_bytes();
-  total += w32_kn_.size() * 4;
+  total += w32_kn_.size() * 4 + pack32_.size() * 4;
   if (lut4_) total += lut4_->size();
   return total;
 }
@@ -537,6 +543,10 @@ void shift_gemm(const ShiftArgs& g) {
   sp.right_shifts = w.right_shifts();
   sp.pack16 = w.pack16();
   sp.row_elems = w.row_elems();
+  // The int32 layout pays off when rows reuse it; it takes 4 bytes per count.
+  const bool any32 = pr.plan && std::find(pr.plan->mode.begin(), pr.plan->mode.end(),
+                                          static_cast<int32_t>(LaneMode::kInt32)) != pr.plan->mode.end();
+  if (pr.route == Route::kShift && any32 && M >= 8 && N * K * w.T() <= (int64_t{1} << 26)) sp.pack32 = w.pack32();
   sp.terms = w.terms();
   sp.negcnt = w.negcnt();
   if (pr.plan) {

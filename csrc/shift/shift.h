@@ -45,6 +45,9 @@ struct ShiftProblem {
   // and (right_shifts only) 64 int16 right-shift counts.
   const int16_t* pack16 = nullptr;
   int64_t row_elems = 0;  // int16 elements per (k, t) record: 128 or 192
+  // The same records widened to int32 (row_elems int32 each), or null: saves the
+  // int32-lane kernel one vpmovsxwd per vector; built for batches of >= 8 rows.
+  const int32_t* pack32 = nullptr;
   const int8_t* terms = nullptr;  // [N][K][T][2] (sign, exponent), the scalar layout
   const int64_t* negcnt = nullptr;  // per column: terms with sign -1
   // The plan as plain arrays (ISA files instantiate no std templates).
@@ -112,6 +115,7 @@ class PackedShift {
 
   const int8_t* terms() const { return terms_.data(); }
   const int16_t* pack16() const { return pack16_.data(); }
+  const int32_t* pack32() const;  // built on first use
   int64_t row_elems() const { return right_shifts_ ? 3 * kShiftPanel : 2 * kShiftPanel; }
   const int64_t* negcnt() const { return negcnt_.data(); }
   const std::vector<int64_t>& decoded_nk() const { return w_nk_; }
@@ -140,6 +144,7 @@ class PackedShift {
   mutable std::map<int64_t, __int128> worst_;
   mutable std::unique_ptr<PackedWeights> w8_;
   mutable std::vector<int32_t> w32_kn_;
+  mutable std::vector<int32_t> pack32_;
   mutable std::unique_ptr<AlignedBuffer> lut4_;
   mutable std::vector<int32_t> lut4_colsum_;
 };

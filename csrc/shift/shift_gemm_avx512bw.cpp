@@ -107,6 +107,46 @@ void int32_rows(const ShiftProblem& p, int64_t m, const int16_t* base, int32_t (
     for (int v = 0; v < 4; ++v) _mm512_storeu_si512(acc32[r] + 16 * v, acc[r][v]);
 }
 
+// int32 lanes from the int32 records: 6 rows x 32 columns (half h of the panel).
+template <int MR, bool R>
+void int32_rows_p32(const ShiftProblem& p, int64_t m, const int32_t* base, int h, int32_t (*acc32)[kShiftPanel]) {
+  const int T = p.T;
+  const int64_t re = p.row_elems, K = p.K;
+  const int32_t* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = p.x + (m + r) * K;
+  __m512i acc[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  const int32_t* rec = base + 32 * h;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int t = 0; t < T; ++t, rec += re) {
+      const __m512i c0 = _mm512_loadu_si512(rec), c1 = _mm512_loadu_si512(rec + 16);
+      const __m512i s0 = _mm512_loadu_si512(rec + 64), s1 = _mm512_loadu_si512(rec + 80);
+      __m512i r0 = _mm512_setzero_si512(), r1 = r0;
+      if constexpr (R) {
+        r0 = _mm512_loadu_si512(rec + 128);
+        r1 = _mm512_loadu_si512(rec + 144);
+      }
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r) {
+        const __m512i xv = _mm512_set1_epi32(xr[r][k]);
+        __m512i v0 = _mm512_sllv_epi32(xv, c0), v1 = _mm512_sllv_epi32(xv, c1);
+        if constexpr (R) {
+          v0 = _mm512_srav_epi32(v0, r0);
+          v1 = _mm512_srav_epi32(v1, r1);
+        }
+        acc[r][0] = _mm512_add_epi32(acc[r][0], _mm512_xor_si512(v0, s0));
+        acc[r][1] = _mm512_add_epi32(acc[r][1], _mm512_xor_si512(v1, s1));
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    _mm512_storeu_si512(acc32[r] + 32 * h, acc[r][0]);
+    _mm512_storeu_si512(acc32[r] + 32 * h + 16, acc[r][1]);
+  }
+}
+
 template <bool R>
 void panel(const ShiftProblem& p, int64_t m0, int64_t m1, int64_t pn, int64_t* tile, LaneMode mode) {
   const int16_t* base = p.pack16 + pn * p.K * p.T * p.row_elems;
@@ -128,7 +168,19 @@ void panel(const ShiftProblem& p, int64_t m0, int64_t m1, int64_t pn, int64_t* t
         case 2: int16_rows<2, R>(p, m, base, ends, nblocks, acc32); break;
         default: int16_rows<1, R>(p, m, base, ends, nblocks, acc32); break;
       }
-    } else {  // int32 lanes, 4 rows at a time (16 accumulators)
+    } else if (p.pack32) {
+      const int32_t* base32 = p.pack32 + pn * p.K * p.T * p.row_elems;
+      for (int h = 0; h < (cnt > 32 ? 2 : 1); ++h) {
+        switch (rows) {
+          case 6: int32_rows_p32<6, R>(p, m, base32, h, acc32); break;
+          case 5: int32_rows_p32<5, R>(p, m, base32, h, acc32); break;
+          case 4: int32_rows_p32<4, R>(p, m, base32, h, acc32); break;
+          case 3: int32_rows_p32<3, R>(p, m, base32, h, acc32); break;
+          case 2: int32_rows_p32<2, R>(p, m, base32, h, acc32); break;
+          default: int32_rows_p32<1, R>(p, m, base32, h, acc32); break;
+        }
+      }
+    } else {  // int32 lanes from the int16 records, 4 rows at a time (16 accumulators)
       for (int r0 = 0; r0 < rows; r0 += 4) {
         const int rr = rows - r0 < 4 ? rows - r0 : 4;
         switch (rr) {

@@ -398,25 +398,21 @@ def run_bench_shift(args, out=sys.stdout):
                   file=sys.stderr)
             return 2
     threads = args.threads or available_cores()
-    target = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.3)
-    to_stdout_json = args.json == "-"
-    log = sys.stderr if to_stdout_json else out
-    old_path = pyqinfer.get_kernel_path()
-    if args.kernel_path:
-        pyqinfer.set_kernel_path(args.kernel_path)
+    # --json - keeps stdout for the JSON document; the log goes to stderr
+    log = sys.stderr if args.json == "-" else out
+    restore = pyqinfer.get_kernel_path()
     try:
+        if args.kernel_path:
+            pyqinfer.set_kernel_path(args.kernel_path)
         env = gemm.environment({})
         print(f"pyqinfer {env['pyqinfer']}, path {env['kernel_path']}; cpu: {env['cpu']}, {env['cores']} cores; "
               f"threads {threads}; load average {env['loadavg_1min']:.2f}", file=log)
-
-        def progress(recs):
-            if to_stdout_json:
-                print(f"  {recs[0]['shape']} {recs[0]['codes_scheme']} done", file=log)
-
-        records = shift.run(names, schemes, threads, min_runs=args.repeats, target_seconds=target,
-                            progress=progress)
+        records = shift.run(names, schemes, threads, min_runs=args.repeats,
+                            target_seconds=args.min_time or (0.1 if args.quick else 0.3),
+                            progress=lambda recs: print(f"  {recs[0]['shape']} {recs[0]['codes_scheme']} done",
+                                                        file=log))
     finally:
-        pyqinfer.set_kernel_path(old_path)
+        pyqinfer.set_kernel_path(restore)
     env["loadavg_1min_end"] = gemm._loadavg()
     if _write_json(args, env, records, out):
         return 0

@@ -47,7 +47,7 @@ def cases(draw):
     T = draw(st.integers(1, 3))
     K = draw(st.integers(1, 40))
     N = draw(st.sampled_from([1, 3, 17, 64, 65, 70]))
-    M = draw(st.integers(1, 7))
+    M = draw(st.integers(1, 12))  # >= 8 rows: the int32 records (pack32)
     lo_e = 0 if rule == "exact" else -31
     elo = draw(st.integers(lo_e, 30))
     ehi = draw(st.integers(elo, min(30, elo + draw(st.sampled_from([0, 2, 6, 30])))))
@@ -149,6 +149,37 @@ def test_int16_lanes_are_chosen_where_the_bound_allows():
         assert "int16x0" in ops.shift_kernel_name(np.zeros((4, 1024), np.int32), w, kernel="shift")
     finally:
         pyqinfer.set_kernel_path("auto")
+
+
+@pytest.mark.parametrize("rule,adt,za,pattern", [
+    ("exact", "uint8", 255, "random"),    # the largest |a - za|
+    ("exact", "int8", -128, "same"),      # one exponent and sign: groups split at 128 offsets
+    ("exact", "uint8", 0, "sparse"),
+    ("deepshift", "int8", 0, "random"),   # deepshift without right shifts
+])
+@pytest.mark.parametrize("M,K", [(32, 127), (33, 300), (70, 1)])
+def test_exponent_bucket_route(run_everywhere, rule, adt, za, pattern, M, K):
+    """The exponent-bucket shift kernel (8-bit activations, M >= 32, int32 panels)."""
+    rng = np.random.default_rng([M, K])
+    N = 90
+    s, e = _terms(rng, 2, K, N, 0, 9, 0.9 if pattern == "sparse" else 0.1)
+    if pattern == "same":
+        s[:] = 1
+        e[:] = 7
+    a = _acts(rng, ACT[adt], (M, K), True)
+    bias = rng.integers(-2 ** 31, 2 ** 31, N).astype(np.int32)
+    kw = dict(a_zero_point=za or None, bias=bias, acc_bits=27)
+    w = ops.pack_shift_weights(s, e, rule=rule)
+    if "avx512bw" in pyqinfer.kernel_paths():
+        pyqinfer.set_kernel_path("avx512bw")
+        try:
+            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za) == "shift_bucket_avx512bw"
+        finally:
+            pyqinfer.set_kernel_path("auto")
+    want = shift_accumulate_int64(a, s, e, rule=rule, **kw)
+    assert ((want == 2 ** 26 - 1) | (want == -2 ** 26)).any()   # some outputs saturate
+    for y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw)).values():
+        np.testing.assert_array_equal(y, want)
 
 
 @pytest.mark.parametrize("adt,za", [("uint8", 7), ("int8", -3), ("int8", 0)])

@@ -53,39 +53,12 @@ PackedShift::PackedShift(const int8_t* signs, const int8_t* exponents, int T, in
         if (s < 0) ++negcnt_[n];
         if (s != 0) ++hist_[n * kExpBins + e + 31];
       }
-  // The SIMD layout: per 64-column panel, per k, per term: shift counts, sign masks.
-  const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel;
-  const int64_t re = row_elems();
-  pack16_.assign(static_cast<size_t>(panels * K * T * re), 0);
-  for (int64_t pn = 0; pn < panels; ++pn)
-    for (int64_t k = 0; k < K; ++k)
-      for (int t = 0; t < T; ++t) {
-        int16_t* rec = &pack16_[static_cast<size_t>(((pn * K + k) * T + t) * re)];
-        for (int j = 0; j < kShiftPanel; ++j) {
-          const int64_t n = pn * kShiftPanel + j;
-          int s = 0, e = 0;
-          if (n < N) {
-            const int8_t* d = &terms_[static_cast<size_t>(((n * K + k) * T + t) * 2)];
-            s = d[0];
-            e = d[1];
-          }
-          rec[j] = static_cast<int16_t>(s == 0 ? kShiftOffCount : (e > 0 ? e : 0));
-          rec[kShiftPanel + j] = static_cast<int16_t>(s < 0 ? -1 : 0);
-          if (right_shifts_) rec[2 * kShiftPanel + j] = static_cast<int16_t>(s != 0 && e < 0 ? -e : 0);
-        }
-      }
   if (!right_shifts_) {  // integer values: the multiply form
-    w_nk_.resize(static_cast<size_t>(N * K));
     wmin_ = INT64_MAX;
     wmax_ = INT64_MIN;
     std::vector<int64_t> seen;
     for (int64_t i = 0; i < N * K; ++i) {
-      int64_t v = 0;
-      for (int t = 0; t < T; ++t) {
-        const int8_t* d = &terms_[static_cast<size_t>((i * T + t) * 2)];
-        if (d[0]) v += d[0] * (int64_t{1} << d[1]);
-      }
-      w_nk_[static_cast<size_t>(i)] = v;
+      const int64_t v = decoded(i);
       wmin_ = std::min(wmin_, v);
       wmax_ = std::max(wmax_, v);
       if (seen.size() <= 16 && std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
@@ -179,10 +152,83 @@ const ShiftPlan& PackedShift::plan_for(int64_t max_a, bool x_fits_int16) const {
   return ref;
 }
 
+const int16_t* PackedShift::pack16() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (pack16_.empty()) {
+    // The SIMD layout: per 64-column panel, per k, per term: shift counts, sign masks.
+    const int64_t panels = (N_ + kShiftPanel - 1) / kShiftPanel;
+    const int64_t re = row_elems();
+    std::vector<int16_t> pack16(static_cast<size_t>(panels * K_ * T_ * re), 0);
+    for (int64_t pn = 0; pn < panels; ++pn)
+      for (int64_t k = 0; k < K_; ++k)
+        for (int t = 0; t < T_; ++t) {
+          int16_t* rec = &pack16[static_cast<size_t>(((pn * K_ + k) * T_ + t) * re)];
+          for (int j = 0; j < kShiftPanel; ++j) {
+            const int64_t n = pn * kShiftPanel + j;
+            int s = 0, e = 0;
+            if (n < N_) {
+              const int8_t* d = &terms_[static_cast<size_t>(((n * K_ + k) * T_ + t) * 2)];
+              s = d[0];
+              e = d[1];
+            }
+            rec[j] = static_cast<int16_t>(s == 0 ? kShiftOffCount : (e > 0 ? e : 0));
+            rec[kShiftPanel + j] = static_cast<int16_t>(s < 0 ? -1 : 0);
+            if (right_shifts_) rec[2 * kShiftPanel + j] = static_cast<int16_t>(s != 0 && e < 0 ? -e : 0);
+          }
+        }
+    pack16_ = std::move(pack16);
+  }
+  return pack16_.data();
+}
+
+const std::vector<int64_t>& PackedShift::decoded_nk() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (w_nk_.empty()) {
+    w_nk_.resize(static_cast<size_t>(N_ * K_));
+    for (int64_t i = 0; i < N_ * K_; ++i) w_nk_[static_cast<size_t>(i)] = decoded(i);
+  }
+  return w_nk_;
+}
+
 const int32_t* PackedShift::pack32() const {
+  pack16();
   std::lock_guard<std::mutex> g(mu_);
   if (pack32_.empty()) pack32_.assign(pack16_.begin(), pack16_.end());
   return pack32_.data();
+}
+
+const ShiftBuckets& PackedShift::buckets() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (buckets_) return *buckets_;
+  auto b = std::make_unique<ShiftBuckets>();
+  b->nkb = (K_ + kShiftBucketK - 1) / kShiftBucketK;
+  b->start.resize(static_cast<size_t>(N_ * b->nkb));
+  std::vector<uint8_t> rows[31];
+  constexpr uint8_t kZeroRow = 2 * kShiftBucketK;
+  for (int64_t n = 0; n < N_; ++n)
+    for (int64_t kb = 0; kb < b->nkb; ++kb) {
+      b->start[n * b->nkb + kb] = static_cast<int64_t>(b->bytes.size());
+      for (auto& r : rows) r.clear();
+      const int64_t k1 = std::min<int64_t>(K_, (kb + 1) * kShiftBucketK);
+      for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
+        for (int t = 0; t < T_; ++t) {
+          const int8_t* d = &terms_[static_cast<size_t>(((n * K_ + k) * T_ + t) * 2)];
+          const int off = static_cast<int>(k - kb * kShiftBucketK);
+          if (d[0] != 0) rows[d[1]].push_back(static_cast<uint8_t>(d[0] > 0 ? off : kShiftBucketK + off));
+        }
+      for (int e = 0; e < 31; ++e) {
+        for (size_t i = 0; i < rows[e].size(); i += 128) {  // groups of <= 128 offsets
+          const size_t cnt = std::min<size_t>(128, rows[e].size() - i), chunks = (cnt + 3) / 4;
+          b->bytes.push_back(static_cast<uint8_t>(e));
+          b->bytes.push_back(static_cast<uint8_t>(chunks));
+          b->bytes.insert(b->bytes.end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
+          b->bytes.insert(b->bytes.end(), 4 * chunks - cnt, kZeroRow);
+        }
+      }
+      b->bytes.push_back(0xFF);
+    }
+  buckets_ = std::move(b);
+  return *buckets_;
 }
 
 const PackedWeights& PackedShift::int8_weights() const {
@@ -190,7 +236,7 @@ const PackedWeights& PackedShift::int8_weights() const {
   if (!w8_) {
     std::vector<int8_t> b(static_cast<size_t>(K_ * N_));
     for (int64_t n = 0; n < N_; ++n)
-      for (int64_t k = 0; k < K_; ++k) b[k * N_ + n] = static_cast<int8_t>(w_nk_[n * K_ + k]);
+      for (int64_t k = 0; k < K_; ++k) b[k * N_ + n] = static_cast<int8_t>(decoded(n * K_ + k));
     const int32_t zp = 0;
     w8_ = std::make_unique<PackedWeights>(reinterpret_cast<const uint8_t*>(b.data()), true, K_, N_, N_, &zp, 1, 8);
   }
@@ -202,7 +248,7 @@ const std::vector<int32_t>& PackedShift::int32_weights_kn() const {
   if (w32_kn_.empty()) {
     w32_kn_.resize(static_cast<size_t>(K_ * N_));
     for (int64_t n = 0; n < N_; ++n)
-      for (int64_t k = 0; k < K_; ++k) w32_kn_[k * N_ + n] = static_cast<int32_t>(w_nk_[n * K_ + k]);
+      for (int64_t k = 0; k < K_; ++k) w32_kn_[k * N_ + n] = static_cast<int32_t>(decoded(n * K_ + k));
   }
   return w32_kn_;
 }
@@ -218,7 +264,7 @@ const uint8_t* PackedShift::lut4_packed() const {
     std::vector<int8_t> idx(static_cast<size_t>(N_ * K_));
     lut4_colsum_.assign(N_, 0);
     for (int64_t i = 0; i < N_ * K_; ++i) {
-      const int8_t v = static_cast<int8_t>(w_nk_[static_cast<size_t>(i)]);
+      const int8_t v = static_cast<int8_t>(decoded(i));
       idx[static_cast<size_t>(i)] = static_cast<int8_t>(std::find(lut_.begin(), lut_.end(), v) - lut_.begin());
       lut4_colsum_[i / K_] += v;
     }
@@ -235,7 +281,7 @@ const std::vector<int32_t>& PackedShift::lut4_colsum() const {
 
 size_t PackedShift::packed_bytes() const {
   std::lock_guard<std::mutex> g(mu_);
-  size_t total = pack16_.size() * 2 + terms_.size();
+  size_t total = pack16_.size() * 2 + terms_.size() + w_nk_.size() * 8;
   if (w8_) total += w8_->packed_bytes();
   total += w32_kn_.size() * 4 + pack32_.size() * 4;
   if (lut4_) total += lut4_->size();
@@ -246,7 +292,7 @@ size_t PackedShift::packed_bytes() const {
 
 namespace {
 
-enum class Route { kShift, kMulInt8, kMulLut4, kMulInt32, kMulWide };
+enum class Route { kShift, kShiftBucket, kMulInt8, kMulLut4, kMulInt32, kMulWide };
 
 struct Prepared {
   Route route = Route::kShift;
@@ -339,6 +385,19 @@ Prepared prepare(const ShiftArgs& g) {
   }
   pr.route = Route::kShift;
   pr.plan = &w.plan_for(pr.max_a, pr.x16_ok);
+#if defined(PYQ_X86)
+  // Exponent buckets: 8-bit activations (a group of 128 fits int16), no right shifts,
+  // an int32 column bound, enough rows for the 32 int16 lanes, and some panel that
+  // the column kernel could only run on int32 lanes (int16 column lanes measured faster).
+  const bool all16 = std::all_of(pr.plan->mode.begin(), pr.plan->mode.end(),
+                                 [](int32_t m) { return m == static_cast<int32_t>(LaneMode::kInt16); });
+  if ((path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) && eight && w.decodable() &&
+      worst <= INT32_MAX && g.M >= 32 && pr.max_a <= 255 && !all16) {
+    pr.route = Route::kShiftBucket;
+    pr.name = "shift_bucket_avx512bw";
+    return pr;
+  }
+#endif
   pr.compute = shift_compute_scalar;
   pr.name = "shift_scalar";
 #if defined(PYQ_X86)
@@ -478,6 +537,55 @@ void run_lut4(const ShiftArgs& g, int32_t* out32, bool direct) {
 }
 #endif
 
+#if defined(PYQ_X86)
+// The exponent-bucket route: tasks over blocks of 32 rows x groups of panels; each
+// task transposes its rows' activations (a - za as int16) once and runs every panel.
+void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
+  const PackedShift& w = *g.w;
+  const ShiftBuckets& b = w.buckets();
+  const int64_t M = g.M, N = w.N(), K = w.K(), xt_elems = b.nkb * kShiftBucketRows * 32;
+  const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel, rblocks = (M + 31) / 32;
+  const int nthreads = threads_for(M * N * K * w.T());
+  const int64_t want = 4 * static_cast<int64_t>(nthreads);
+  const int64_t tp = nthreads == 1 ? 1 : std::min<int64_t>(panels, want);
+  const int64_t tm = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(rblocks, (want + tp - 1) / tp));
+  const bool s8 = g.a_type == ShiftActType::kS8;
+  parallel_for(static_cast<int>(tp * tm), nthreads, [&](int t) {
+    const int64_t ip = t / tm, im = t % tm;
+    const int64_t p0 = panels * ip / tp, p1 = panels * (ip + 1) / tp;
+    const int64_t r0 = rblocks * im / tm, r1 = rblocks * (im + 1) / tm;
+    std::unique_ptr<AlignedBuffer> xt_buf = std::make_unique<AlignedBuffer>(static_cast<size_t>(xt_elems * 2));
+    AlignedBuffer acc_buf(static_cast<size_t>(kShiftPanel * 32 * 4));
+    int16_t* xt = reinterpret_cast<int16_t*>(xt_buf->data());
+    int32_t* acc = reinterpret_cast<int32_t*>(acc_buf.data());
+    int64_t sums[kShiftPanel];
+    for (int64_t rb = r0; rb < r1; ++rb) {
+      const int64_t m0 = rb * 32, rows = std::min<int64_t>(32, M - m0);
+      // per block: rows 0..126 x, 127..253 -x, 254 zero (rows past M and k past K are 0)
+      std::memset(xt, 0, static_cast<size_t>(xt_elems) * 2);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t k = 0; k < K; ++k) {
+          const int32_t a = s8 ? static_cast<const int8_t*>(g.a)[(m0 + r) * K + k]
+                               : static_cast<const uint8_t*>(g.a)[(m0 + r) * K + k];
+          int16_t* blk = xt + (k / kShiftBucketK) * kShiftBucketRows * 32;
+          const int64_t off = k % kShiftBucketK;
+          blk[off * 32 + r] = static_cast<int16_t>(a - g.a_zero_point);
+          blk[(kShiftBucketK + off) * 32 + r] = static_cast<int16_t>(g.a_zero_point - a);
+        }
+      }
+      for (int64_t pn = p0; pn < p1; ++pn) {
+        shift_bucket_avx512bw(xt, b.bytes.data(), b.start.data(), b.nkb, N, pn, acc);
+        const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < cnt; ++j) sums[j] = acc[j * 32 + r];
+          finish_row(g, ep, m0 + r, n0, cnt, sums);
+        }
+      }
+    }
+  });
+}
+#endif
+
 }  // namespace
 
 std::string shift_gemm_kernel_name(const ShiftArgs& args) { return prepare(args).name; }
@@ -530,6 +638,12 @@ void shift_gemm(const ShiftArgs& g) {
     return;
   }
 
+#if defined(PYQ_X86)
+  if (pr.route == Route::kShiftBucket) {
+    run_buckets(g, ep);
+    return;
+  }
+#endif
   std::vector<int32_t> x;
   std::vector<int16_t> x16;
   load_activations(g, &x, &x16, pr.route == Route::kShift && pr.x16_ok);

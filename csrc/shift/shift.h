@@ -88,6 +88,25 @@ const GemmKernel* avx512vnni_lut4_gemm_kernel();
 // 64 bytes) is the 64 bytes just before GemmProblem::packed.
 #endif
 
+// The exponent-bucket form of weights without right shifts (section 12.4a): per
+// column and per block of kShiftBucketK k's, groups sharing an exponent, each
+// [e, nchunks] then 4 * nchunks row offsets into the block's table of activation
+// vectors (rows 0..126: x, 127..253: -x, 254: zero, the padding); then 0xFF. A group
+// holds at most 128 offsets, so its sum is exact in int16 for |x| <= 255.
+constexpr int kShiftBucketK = 127;
+constexpr int kShiftBucketRows = 255;  // table rows per block
+struct ShiftBuckets {
+  std::vector<uint8_t> bytes;
+  std::vector<int64_t> start;  // [N][nkb]
+  int64_t nkb = 0;
+};
+
+// Exponent-bucket kernel (AVX-512BW): 32 rows as int16 lanes; xt holds nkb tables of
+// kShiftBucketRows x 32 int16; accumulates sum over groups of 2^e * (table sums)
+// into acc [64 columns][32 rows] int32 for panel pn.
+void shift_bucket_avx512bw(const int16_t* xt, const uint8_t* bytes, const int64_t* start, int64_t nkb, int64_t N,
+                           int64_t pn, int32_t* acc);
+
 // Terms packed once, reused across calls.
 class PackedShift {
  public:
@@ -114,11 +133,21 @@ class PackedShift {
   const ShiftPlan& plan_for(int64_t max_a, bool x_fits_int16) const;
 
   const int8_t* terms() const { return terms_.data(); }
-  const int16_t* pack16() const { return pack16_.data(); }
+  const int16_t* pack16() const;  // built on first use
   const int32_t* pack32() const;  // built on first use
+  const ShiftBuckets& buckets() const;  // built on first use (decodable() only)
   int64_t row_elems() const { return right_shifts_ ? 3 * kShiftPanel : 2 * kShiftPanel; }
   const int64_t* negcnt() const { return negcnt_.data(); }
-  const std::vector<int64_t>& decoded_nk() const { return w_nk_; }
+  const std::vector<int64_t>& decoded_nk() const;  // [N][K], built on first use (decodable only)
+  // decoded value of weight i = n * K + k: sum_t s * 2^e (decodable only)
+  int64_t decoded(int64_t i) const {
+    int64_t v = 0;
+    for (int t = 0; t < T_; ++t) {
+      const int8_t* d = &terms_[static_cast<size_t>((i * T_ + t) * 2)];
+      if (d[0]) v += d[0] * (int64_t{1} << d[1]);
+    }
+    return v;
+  }
   const PackedWeights& int8_weights() const;  // decoded values as int8 (fits_int8 only)
   const std::vector<int32_t>& int32_weights_kn() const;  // decoded values [K][N] (fits_int32 only)
   // decoded values as 4-bit LUT indices, packed for the LUT kernel (distinct <= 16, fits int8)
@@ -134,10 +163,10 @@ class PackedShift {
   int64_t wmin_ = 0, wmax_ = 0;
   int distinct_ = 0;
   std::vector<int8_t> terms_;     // [N][K][T][2]
-  std::vector<int16_t> pack16_;   // [panel][K][T][row_elems]
+  mutable std::vector<int16_t> pack16_;   // [panel][K][T][row_elems]
   std::vector<int64_t> negcnt_;   // [N]
   std::vector<int32_t> hist_;     // [N][62]: active terms per exponent e (index e + 31)
-  std::vector<int64_t> w_nk_;     // decoded values [N][K] (decodable only)
+  mutable std::vector<int64_t> w_nk_;     // decoded values [N][K] (wide multiply only)
   std::vector<int8_t> lut_;       // the distinct values (<= 16)
   mutable std::mutex mu_;
   mutable std::map<int64_t, std::unique_ptr<ShiftPlan>> plans_;
@@ -145,6 +174,7 @@ class PackedShift {
   mutable std::unique_ptr<PackedWeights> w8_;
   mutable std::vector<int32_t> w32_kn_;
   mutable std::vector<int32_t> pack32_;
+  mutable std::unique_ptr<ShiftBuckets> buckets_;
   mutable std::unique_ptr<AlignedBuffer> lut4_;
   mutable std::vector<int32_t> lut4_colsum_;
 };

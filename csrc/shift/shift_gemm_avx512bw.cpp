@@ -211,6 +211,46 @@ void shift_compute_avx512bw(const ShiftProblem& p, int64_t m0, int64_t m1, int64
     panel<false>(p, m0, m1, pn, tile, mode);
 }
 
+// Exponent buckets (docs/semantics.md section 12.4a): lanes are 32 rows; for each
+// column and group, d = the sum of the group's table rows (x or -x; vpaddw with a
+// memory operand, 4 per chunk on two chains; <= 128 rows, so d is exact in int16),
+// then acc += d << e in int32 (the column bound is <= 2^31 - 1). One add per term
+// for 32 rows, no sign operation.
+void shift_bucket_avx512bw(const int16_t* xt, const uint8_t* bytes, const int64_t* start, int64_t nkb, int64_t N,
+                           int64_t pn, int32_t* acc) {
+  const int64_t n0 = pn * kShiftPanel;
+  const int64_t cnt = N - n0 < kShiftPanel ? N - n0 : kShiftPanel;
+  for (int64_t j = 0; j < cnt; ++j) {
+    _mm512_storeu_si512(acc + j * 32, _mm512_setzero_si512());
+    _mm512_storeu_si512(acc + j * 32 + 16, _mm512_setzero_si512());
+  }
+  // k blocks outside: one block's table (16 KB) stays in L1 for all columns
+  for (int64_t kb = 0; kb < nkb; ++kb) {
+    const int16_t* X = xt + kb * kShiftBucketRows * 32;
+    for (int64_t j = 0; j < cnt; ++j) {
+      __m512i a0 = _mm512_loadu_si512(acc + j * 32), a1 = _mm512_loadu_si512(acc + j * 32 + 16);
+      const uint8_t* q = bytes + start[(n0 + j) * nkb + kb];
+      while (q[0] != 0xFF) {
+        const int e = q[0], chunks = q[1];
+        q += 2;
+        __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
+        for (int c = 0; c < chunks; ++c, q += 4) {
+          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[0] * 32));
+          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[1] * 32));
+          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[2] * 32));
+          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[3] * 32));
+        }
+        const __m512i d = _mm512_add_epi16(d0, d1);  // modular; the group's sum fits int16
+        const __m128i c = _mm_cvtsi32_si128(e);
+        a0 = _mm512_add_epi32(a0, _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(d)), c));
+        a1 = _mm512_add_epi32(a1, _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(d, 1)), c));
+      }
+      _mm512_storeu_si512(acc + j * 32, a0);
+      _mm512_storeu_si512(acc + j * 32 + 16, a1);
+    }
+  }
+}
+
 void shift_mul32_avx512bw(const int32_t* x, int64_t K, const int32_t* w_kn, int64_t N, int64_t m0, int64_t m1,
                           int64_t n0, int64_t n1, int64_t* tile) {
   mul32_rows(x, K, w_kn, N, m0, m1, n0, n1, tile);

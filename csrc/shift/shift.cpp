@@ -203,29 +203,29 @@ const ShiftBuckets& PackedShift::buckets() const {
   auto b = std::make_unique<ShiftBuckets>();
   b->nkb = (K_ + kShiftBucketK - 1) / kShiftBucketK;
   b->start.resize(static_cast<size_t>(N_ * b->nkb));
-  std::vector<uint8_t> rows[31];
-  constexpr uint8_t kZeroRow = 2 * kShiftBucketK;
+  std::vector<uint16_t> rows[31];
+  constexpr uint16_t kZeroRow = 64 * 2 * kShiftBucketK;
   for (int64_t n = 0; n < N_; ++n)
     for (int64_t kb = 0; kb < b->nkb; ++kb) {
-      b->start[n * b->nkb + kb] = static_cast<int64_t>(b->bytes.size());
+      b->start[n * b->nkb + kb] = static_cast<int64_t>(b->stream.size());
       for (auto& r : rows) r.clear();
       const int64_t k1 = std::min<int64_t>(K_, (kb + 1) * kShiftBucketK);
       for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
         for (int t = 0; t < T_; ++t) {
           const int8_t* d = &terms_[static_cast<size_t>(((n * K_ + k) * T_ + t) * 2)];
           const int off = static_cast<int>(k - kb * kShiftBucketK);
-          if (d[0] != 0) rows[d[1]].push_back(static_cast<uint8_t>(d[0] > 0 ? off : kShiftBucketK + off));
+          if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
         }
       for (int e = 0; e < 31; ++e) {
         for (size_t i = 0; i < rows[e].size(); i += 128) {  // groups of <= 128 offsets
           const size_t cnt = std::min<size_t>(128, rows[e].size() - i), chunks = (cnt + 3) / 4;
-          b->bytes.push_back(static_cast<uint8_t>(e));
-          b->bytes.push_back(static_cast<uint8_t>(chunks));
-          b->bytes.insert(b->bytes.end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
-          b->bytes.insert(b->bytes.end(), 4 * chunks - cnt, kZeroRow);
+          b->stream.push_back(static_cast<uint16_t>(e));
+          b->stream.push_back(static_cast<uint16_t>(chunks));
+          b->stream.insert(b->stream.end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
+          b->stream.insert(b->stream.end(), 4 * chunks - cnt, kZeroRow);
         }
       }
-      b->bytes.push_back(0xFF);
+      b->stream.push_back(0xFFFF);
     }
   buckets_ = std::move(b);
   return *buckets_;
@@ -563,18 +563,19 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
       const int64_t m0 = rb * 32, rows = std::min<int64_t>(32, M - m0);
       // per block: rows 0..126 x, 127..253 -x, 254 zero (rows past M and k past K are 0)
       std::memset(xt, 0, static_cast<size_t>(xt_elems) * 2);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t k = 0; k < K; ++k) {
-          const int32_t a = s8 ? static_cast<const int8_t*>(g.a)[(m0 + r) * K + k]
-                               : static_cast<const uint8_t*>(g.a)[(m0 + r) * K + k];
-          int16_t* blk = xt + (k / kShiftBucketK) * kShiftBucketRows * 32;
-          const int64_t off = k % kShiftBucketK;
-          blk[off * 32 + r] = static_cast<int16_t>(a - g.a_zero_point);
-          blk[(kShiftBucketK + off) * 32 + r] = static_cast<int16_t>(g.a_zero_point - a);
+      const uint8_t* a8 = static_cast<const uint8_t*>(g.a) + m0 * K;
+      const int32_t za = g.a_zero_point;
+      for (int64_t k = 0; k < K; ++k) {
+        int16_t* pos = xt + (k / kShiftBucketK) * kShiftBucketRows * 32 + (k % kShiftBucketK) * 32;
+        int16_t* neg = pos + kShiftBucketK * 32;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int32_t a = s8 ? static_cast<int8_t>(a8[r * K + k]) : a8[r * K + k];
+          pos[r] = static_cast<int16_t>(a - za);
+          neg[r] = static_cast<int16_t>(za - a);
         }
       }
       for (int64_t pn = p0; pn < p1; ++pn) {
-        shift_bucket_avx512bw(xt, b.bytes.data(), b.start.data(), b.nkb, N, pn, acc);
+        shift_bucket_avx512bw(xt, b.stream.data(), b.start.data(), b.nkb, N, pn, acc);
         const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t j = 0; j < cnt; ++j) sums[j] = acc[j * 32 + r];

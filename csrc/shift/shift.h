@@ -90,13 +90,14 @@ const GemmKernel* avx512vnni_lut4_gemm_kernel();
 
 // The exponent-bucket form of weights without right shifts (section 12.4a): per
 // column and per block of kShiftBucketK k's, groups sharing an exponent, each
-// [e, nchunks] then 4 * nchunks row offsets into the block's table of activation
-// vectors (rows 0..126: x, 127..253: -x, 254: zero, the padding); then 0xFF. A group
+// [e, nchunks] then 4 * nchunks byte offsets (64 * row) into the block's table of
+// activation vectors (rows 0..126: x, 127..253: -x, 254: zero, the padding), all
+// uint16; then 0xFFFF. A group
 // holds at most 128 offsets, so its sum is exact in int16 for |x| <= 255.
 constexpr int kShiftBucketK = 127;
 constexpr int kShiftBucketRows = 255;  // table rows per block
 struct ShiftBuckets {
-  std::vector<uint8_t> bytes;
+  std::vector<uint16_t> stream;
   std::vector<int64_t> start;  // [N][nkb]
   int64_t nkb = 0;
 };
@@ -104,7 +105,7 @@ struct ShiftBuckets {
 // Exponent-bucket kernel (AVX-512BW): 32 rows as int16 lanes; xt holds nkb tables of
 // kShiftBucketRows x 32 int16; accumulates sum over groups of 2^e * (table sums)
 // into acc [64 columns][32 rows] int32 for panel pn.
-void shift_bucket_avx512bw(const int16_t* xt, const uint8_t* bytes, const int64_t* start, int64_t nkb, int64_t N,
+void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
                            int64_t pn, int32_t* acc);
 
 // Terms packed once, reused across calls.

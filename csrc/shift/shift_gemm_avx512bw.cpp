@@ -216,7 +216,7 @@ void shift_compute_avx512bw(const ShiftProblem& p, int64_t m0, int64_t m1, int64
 // memory operand, 4 per chunk on two chains; <= 128 rows, so d is exact in int16),
 // then acc += d << e in int32 (the column bound is <= 2^31 - 1). One add per term
 // for 32 rows, no sign operation.
-void shift_bucket_avx512bw(const int16_t* xt, const uint8_t* bytes, const int64_t* start, int64_t nkb, int64_t N,
+void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
                            int64_t pn, int32_t* acc) {
   const int64_t n0 = pn * kShiftPanel;
   const int64_t cnt = N - n0 < kShiftPanel ? N - n0 : kShiftPanel;
@@ -226,19 +226,19 @@ void shift_bucket_avx512bw(const int16_t* xt, const uint8_t* bytes, const int64_
   }
   // k blocks outside: one block's table (16 KB) stays in L1 for all columns
   for (int64_t kb = 0; kb < nkb; ++kb) {
-    const int16_t* X = xt + kb * kShiftBucketRows * 32;
+    const char* X = reinterpret_cast<const char*>(xt + kb * kShiftBucketRows * 32);
     for (int64_t j = 0; j < cnt; ++j) {
       __m512i a0 = _mm512_loadu_si512(acc + j * 32), a1 = _mm512_loadu_si512(acc + j * 32 + 16);
-      const uint8_t* q = bytes + start[(n0 + j) * nkb + kb];
-      while (q[0] != 0xFF) {
+      const uint16_t* q = stream + start[(n0 + j) * nkb + kb];
+      while (q[0] != 0xFFFF) {
         const int e = q[0], chunks = q[1];
         q += 2;
         __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
         for (int c = 0; c < chunks; ++c, q += 4) {
-          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[0] * 32));
-          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[1] * 32));
-          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[2] * 32));
-          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[3] * 32));
+          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[0]));
+          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[1]));
+          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[2]));
+          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[3]));
         }
         const __m512i d = _mm512_add_epi16(d0, d1);  // modular; the group's sum fits int16
         const __m128i c = _mm_cvtsi32_si128(e);

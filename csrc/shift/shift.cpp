@@ -546,23 +546,34 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
   const int64_t M = g.M, N = w.N(), K = w.K(), xt_elems = b.nkb * kShiftBucketRows * 32;
   const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel, rblocks = (M + 31) / 32;
   const int nthreads = threads_for(M * N * K * w.T());
+  // Rows first: each task builds the activation table of its row blocks once.
   const int64_t want = 4 * static_cast<int64_t>(nthreads);
-  const int64_t tp = nthreads == 1 ? 1 : std::min<int64_t>(panels, want);
-  const int64_t tm = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(rblocks, (want + tp - 1) / tp));
+  const int64_t tm = nthreads == 1 ? 1 : std::min<int64_t>(rblocks, want);
+  const int64_t tp = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(panels, (want + tm - 1) / tm));
   const bool s8 = g.a_type == ShiftActType::kS8;
   parallel_for(static_cast<int>(tp * tm), nthreads, [&](int t) {
     const int64_t ip = t / tm, im = t % tm;
     const int64_t p0 = panels * ip / tp, p1 = panels * (ip + 1) / tp;
     const int64_t r0 = rblocks * im / tm, r1 = rblocks * (im + 1) / tm;
-    std::unique_ptr<AlignedBuffer> xt_buf = std::make_unique<AlignedBuffer>(static_cast<size_t>(xt_elems * 2));
-    AlignedBuffer acc_buf(static_cast<size_t>(kShiftPanel * 32 * 4));
-    int16_t* xt = reinterpret_cast<int16_t*>(xt_buf->data());
-    int32_t* acc = reinterpret_cast<int32_t*>(acc_buf.data());
+    // One table per thread, reused across calls (64-byte aligned for the kernel's loads).
+    thread_local std::vector<int16_t> xt_store;
+    if (xt_store.size() < static_cast<size_t>(xt_elems + 32)) xt_store.resize(static_cast<size_t>(xt_elems + 32));
+    int16_t* xt = reinterpret_cast<int16_t*>((reinterpret_cast<uintptr_t>(xt_store.data()) + 63) & ~uintptr_t{63});
+    alignas(64) int32_t acc[kShiftPanel * 32];
     int64_t sums[kShiftPanel];
     for (int64_t rb = r0; rb < r1; ++rb) {
       const int64_t m0 = rb * 32, rows = std::min<int64_t>(32, M - m0);
       // per block: rows 0..126 x, 127..253 -x, 254 zero (rows past M and k past K are 0)
-      std::memset(xt, 0, static_cast<size_t>(xt_elems) * 2);
+      if (rows < 32) {
+        std::memset(xt, 0, static_cast<size_t>(xt_elems) * 2);
+      } else {  // every x / -x row below K is written below: zero the zero rows and the tail
+        for (int64_t kb = 0; kb < b.nkb; ++kb)
+          std::memset(xt + (kb * kShiftBucketRows + 2 * kShiftBucketK) * 32, 0, 64);
+        const int64_t tail = K - (b.nkb - 1) * kShiftBucketK;  // k's used in the last block
+        int16_t* last = xt + (b.nkb - 1) * kShiftBucketRows * 32;
+        std::memset(last + tail * 32, 0, static_cast<size_t>(kShiftBucketK - tail) * 64);
+        std::memset(last + (kShiftBucketK + tail) * 32, 0, static_cast<size_t>(kShiftBucketK - tail) * 64);
+      }
       const uint8_t* a8 = static_cast<const uint8_t*>(g.a) + m0 * K;
       const int32_t za = g.a_zero_point;
       for (int64_t k = 0; k < K; ++k) {

@@ -340,3 +340,31 @@ def test_bad_input_reaches_cpp_checks():
         _core.pack_shift(np.ones((1, 4, 3), np.int8), np.full((1, 4, 3), 31, np.int8), "exact")
     with pytest.raises(ValueError):
         _core.shift_gemm(np.zeros((2, 4), np.uint8), 0, w, None, 32, "shift", "uint8", None, 0, 0, 0)
+
+
+@pytest.mark.parametrize("encoder", [
+    lambda w: __import__("pyqinfer.quant", fromlist=["x"]).pot_encode(w, 4, e_min=-6),
+    lambda w: __import__("pyqinfer.quant", fromlist=["x"]).apot_encode(w, 5),
+    lambda w: __import__("pyqinfer.quant", fromlist=["x"]).apot_encode(w, 5, construction="repo"),
+    lambda w: __import__("pyqinfer.quant", fromlist=["x"]).log_encode(w, 5, e_max=0, base="sqrt2", signed=True),
+], ids=["pot4", "apot5", "apot5-repo", "log5-sqrt2"])
+def test_codes_from_pyqinfer_quant(run_everywhere, encoder):
+    """Codes of pyqinfer.quant (§12.5+) through their term form run bit-exact with the
+    reference shift layer (shift_linear), on both kernels."""
+    from pyqinfer.reference.shiftcodes import shift_linear
+
+    rng = np.random.default_rng(11)
+    K, N, M = 150, 70, 40
+    codes = encoder(rng.normal(0, 0.3, (K, N)).astype(np.float32))
+    s, e, _ = codes.terms("exact")
+    x = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    bias = rng.integers(-500, 500, N).astype(np.int32)
+    xs, ys, zy = np.float32(0.05), np.float32(0.02), np.uint8(128)
+    want = shift_linear(x, xs, 120, codes, ys, zy, bias=bias, acc_bits=20)
+    w = ops.pack_shift_weights(s, e)
+    for kernel in ("shift", "multiply"):
+        got = run_everywhere(lambda: ops.shift_matmul(x, w, a_zero_point=120, bias=bias, acc_bits=20, kernel=kernel,
+                                                      a_scale=xs, w_scale=codes.effective_scale("exact"),
+                                                      y_scale=ys, y_zero_point=zy))
+        for y in got.values():
+            np.testing.assert_array_equal(y, want)

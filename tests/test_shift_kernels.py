@@ -368,3 +368,25 @@ def test_codes_from_pyqinfer_quant(run_everywhere, encoder):
                                                       y_scale=ys, y_zero_point=zy))
         for y in got.values():
             np.testing.assert_array_equal(y, want)
+
+
+def test_bench_records_and_cli(monkeypatch):
+    """bench shift-vs-mul: one record per kernel with the documented fields, all bit-exact;
+    --plot without matplotlib is a clear error before any timing."""
+    import importlib.util
+
+    from pyqinfer.bench import shift as bench
+    from pyqinfer.cli import main
+
+    monkeypatch.setattr(bench, "GEMM_SHAPES", bench.GEMM_SHAPES + [("gemm 40x300x100", 40, 300, 100)])
+    monkeypatch.setattr(bench, "CONV_LAYERS", bench.CONV_LAYERS + [("conv3x3 5x5x16", 5, 16, 24)])
+    recs = []
+    for name in ("gemm 40x300x100", "conv3x3 5x5x16"):
+        recs = bench.bench_case(name, "pot4", 1, min_runs=1, target_seconds=0.0)
+        assert [r["kernel"] for r in recs] == list(bench.KERNELS)
+        for r in recs:
+            assert {"shape", "scheme", "kernel", "gops", "bit_exact"} <= set(r)
+            assert r["bit_exact"] is True and r["gops"] > 0 and r["model_energy_uj"] > 0
+    assert "model" in bench.LEGEND and "not a CPU measurement" in bench.LEGEND
+    if importlib.util.find_spec("matplotlib") is None:
+        assert main(["bench", "shift-vs-mul", "--quick", "--plot", "/tmp/never-written.png"]) == 2

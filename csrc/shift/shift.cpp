@@ -672,7 +672,7 @@ void shift_gemm(const ShiftArgs& g) {
   // The int32 layout pays off when rows reuse it; it takes 4 bytes per count.
   const bool any32 = pr.plan && std::find(pr.plan->mode.begin(), pr.plan->mode.end(),
                                           static_cast<int32_t>(LaneMode::kInt32)) != pr.plan->mode.end();
-  if (pr.route == Route::kShift && any32 && M >= 8 && N * K * w.T() <= (int64_t{1} << 26)) sp.pack32 = w.pack32();
+  if (pr.route == Route::kShift && any32 && M >= 8 && N * K * w.T() <= (int64_t{1} << 24)) sp.pack32 = w.pack32();  // <= 128 MB
   sp.terms = w.terms();
   sp.negcnt = w.negcnt();
   if (pr.plan) {

@@ -83,6 +83,7 @@ setup(
             "onnxruntime>=1.17",
         ],
         "train": ["torch==2.13.0"],
+        "plot": ["matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["pyqinfer=pyqinfer.cli:main"]},
     ext_modules=[CMakeExtension("pyqinfer._core")],

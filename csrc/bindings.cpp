@@ -99,6 +99,7 @@ void bind_lowbit_gemm(py::module_& m);  // csrc/qgemm/bindings_lowbit.cpp: int4 
 void bind_conv(py::module_& m);         // csrc/conv/bindings_conv.cpp
 void bind_dwconv(py::module_& m);       // csrc/conv/bindings_dwconv.cpp: depthwise kernel
 void bind_eltwise(py::module_& m);      // csrc/eltwise/bindings_eltwise.cpp: pool, add, concat, (re)quantize
+void bind_shift(py::module_& m);        // csrc/shift/bindings_shift.cpp: shift GEMM for power-of-two weights
 }  // namespace pyq
 
 PYBIND11_MODULE(_core, m) {
@@ -155,4 +156,5 @@ PYBIND11_MODULE(_core, m) {
   pyq::bind_conv(m);
   pyq::bind_dwconv(m);
   pyq::bind_eltwise(m);
+  pyq::bind_shift(m);
 }

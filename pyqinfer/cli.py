@@ -368,6 +368,67 @@ def run_bench_conv(args, out=None):
     return 0
 
 
+def _shift_case_list(text):
+    from .bench.shift import CONV_LAYERS, GEMM_SHAPES
+
+    known = [n for n, *_ in GEMM_SHAPES] + [n for n, *_ in CONV_LAYERS]
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {bad or text!r}; choose from {', '.join(known)}")
+    return names
+
+
+def run_bench_shift(args, out=sys.stdout):
+    import pyqinfer
+    from .bench import gemm, shift
+    from .bench.peak import available_cores
+
+    names = args.cases or (shift.QUICK if args.quick else None)
+    schemes = args.schemes.split(",") if args.schemes else list(shift.SCHEMES)
+    bad = [s for s in schemes if s not in shift.SCHEMES]
+    if bad:
+        print(f"error: unknown scheme(s) {bad}; choose from {', '.join(shift.SCHEMES)}", file=sys.stderr)
+        return 2
+    if args.plot:  # fail before the run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --plot needs matplotlib: pip install 'pyqinfer[plot]' (or pip install matplotlib)",
+                  file=sys.stderr)
+            return 2
+    threads = args.threads or available_cores()
+    # --json - keeps stdout for the JSON document; the log goes to stderr
+    log = sys.stderr if args.json == "-" else out
+    restore = pyqinfer.get_kernel_path()
+    try:
+        if args.kernel_path:
+            pyqinfer.set_kernel_path(args.kernel_path)
+        env = gemm.environment({})
+        print(f"pyqinfer {env['pyqinfer']}, path {env['kernel_path']}; cpu: {env['cpu']}, {env['cores']} cores; "
+              f"threads {threads}; load average {env['loadavg_1min']:.2f}", file=log)
+        records = shift.run(names, schemes, threads, min_runs=args.repeats,
+                            target_seconds=args.min_time or (0.1 if args.quick else 0.3),
+                            progress=lambda recs: print(f"  {recs[0]['shape']} {recs[0]['codes_scheme']} done",
+                                                        file=log))
+    finally:
+        pyqinfer.set_kernel_path(restore)
+    env["loadavg_1min_end"] = gemm._loadavg()
+    if _write_json(args, env, records, out):
+        return 0
+    print(shift.format_table(records), file=out)
+    print("\n" + shift.LEGEND, file=out)
+    if args.plot:
+        shift.plot(records, args.plot)
+        print(f"\nwrote {args.plot}", file=out)
+    bad = [f"{r['shape']}/{r['codes_scheme']}/{r['kernel']}" for r in records if not r["bit_exact"]]
+    if bad:
+        print(f"\nWARNING: not bit-exact: {', '.join(bad)}", file=out)
+    if args.json:
+        print(f"\nwrote {args.json}", file=out)
+    return 1 if bad else 0
+
+
 def _print_env(env, out):
     pk = env["peak"]
     per_core = pk.get("gops_per_core")
@@ -508,7 +569,7 @@ def build_parser():
                                     "QLinearMatMul in every requant mode. Exits 1 on any mismatch.")
     sc.add_argument("-v", "--verbose", action="store_true", help="list every mismatch")
 
-    bench = sub.add_parser("bench", help="benchmarks (bench gemm, bench conv)",
+    bench = sub.add_parser("bench", help="benchmarks (bench gemm, bench conv, bench shift-vs-mul)",
                            description="Benchmarks. Run 'pyqinfer bench gemm --help'.")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH")
     g = bsub.add_parser("gemm", help="int8 GEMM: pyqinfer vs ONNX Runtime vs numpy",
@@ -556,6 +617,22 @@ def build_parser():
     c.add_argument("--max-other", type=float, metavar="PCT",
                    help="wait for other processes to use <= PCT%% of the CPU before each row; retry noisy rows")
     c.add_argument("--kernel-path", metavar="NAME", help="force a pyqinfer kernel path for the run")
+
+    sv = bsub.add_parser("shift-vs-mul", help="power-of-two weights: shift kernel vs multiply kernel vs int8",
+                         description="For GEMV, GEMM and ResNet-18-like 3x3 convolutions with PoT/APoT "
+                                     "weights: the throughput of the shift kernel, the multiply kernel on "
+                                     "the same codes and the uniform int8 kernel, in one run, with the "
+                                     "bit-exactness of each and a modelled (Horowitz 45 nm) energy column.")
+    sv.add_argument("--cases", type=_shift_case_list, metavar="NAME,...",
+                    help="comma-separated case names (default: all; see the table's shape column)")
+    sv.add_argument("--schemes", metavar="S,...", help="comma-separated weight schemes (default: pot4,apot4)")
+    sv.add_argument("--threads", type=int, metavar="N", help="thread count (default: all cores)")
+    sv.add_argument("--repeats", type=int, default=5, metavar="N", help="at least N timed runs per kernel")
+    sv.add_argument("--min-time", type=float, metavar="S", help="time each kernel for at least S seconds")
+    sv.add_argument("--quick", action="store_true", help="three cases, short timing")
+    sv.add_argument("--json", metavar="PATH", help="write the records as JSON to PATH ('-': stdout only)")
+    sv.add_argument("--plot", metavar="PNG", help="write a bar chart (needs matplotlib: the 'plot' extra)")
+    sv.add_argument("--kernel-path", metavar="NAME", help="force a pyqinfer kernel path for the run")
 
     r = sub.add_parser("run", help="run a quantized ONNX model on inputs from an .npz file",
                        description="Load MODEL (a quantized ONNX file: QDQ or QOperator, see "
@@ -622,10 +699,13 @@ def main(argv=None):
     if args.command == "selfcheck":
         return 1 if run_selfcheck(verbose=args.verbose) else 0
     if args.command == "bench":
-        if args.bench not in ("gemm", "conv"):
-            parser.error("bench needs a benchmark name: 'pyqinfer bench gemm' or 'bench conv' (see --help)")
+        if args.bench not in ("gemm", "conv", "shift-vs-mul"):
+            parser.error("bench needs a benchmark name: 'pyqinfer bench gemm', 'bench conv' or "
+                         "'bench shift-vs-mul' (see --help)")
         if args.repeats < 1:
             parser.error("--repeats must be >= 1")
+        if args.bench == "shift-vs-mul":
+            return run_bench_shift(args)
         return run_bench_gemm(args) if args.bench == "gemm" else run_bench_conv(args)
     if args.command == "run":
         return run_model(args)

@@ -1,0 +1,122 @@
+// Python bindings for the shift GEMM (docs/semantics.md section 12): packing the
+// terms of power-of-two weights and running the shift or the multiply kernel.
+// pyqinfer/ops/shift.py gives the friendlier messages; this layer re-checks sizes.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "common/py_arrays.h"
+#include "shift/shift.h"
+
+namespace py = pybind11;
+
+namespace pyq {
+namespace {
+
+using namespace pyq::pyarr;  // NOLINT: array predicates
+
+std::shared_ptr<PackedShift> pack_shift(const py::array& signs, const py::array& exponents, const std::string& rule) {
+  if (!is_s8(signs) || !is_s8(exponents)) throw std::invalid_argument("signs and exponents must be int8");
+  if (signs.ndim() != 3 || exponents.ndim() != 3) throw std::invalid_argument("signs and exponents must be [T, K, N]");
+  for (int i = 0; i < 3; ++i)
+    if (signs.shape(i) != exponents.shape(i)) throw std::invalid_argument("signs and exponents differ in shape");
+  if (!c_contiguous(signs) || !c_contiguous(exponents))
+    throw std::invalid_argument("signs and exponents must be C-contiguous");
+  ShiftRule r;
+  if (rule == "exact")
+    r = ShiftRule::kExact;
+  else if (rule == "deepshift")
+    r = ShiftRule::kDeepShift;
+  else
+    throw std::invalid_argument("rule must be 'exact' or 'deepshift'");
+  const int T = static_cast<int>(signs.shape(0));
+  const int64_t K = signs.shape(1), N = signs.shape(2);
+  const auto* s = static_cast<const int8_t*>(signs.data());
+  const auto* e = static_cast<const int8_t*>(exponents.data());
+  py::gil_scoped_release release;
+  return std::make_shared<PackedShift>(s, e, T, K, N, r);
+}
+
+ShiftArgs make_args(const py::array& a, int32_t a_zero_point, const PackedShift& w, int acc_bits,
+                    const std::string& kernel) {
+  if (a.ndim() != 2) throw std::invalid_argument("a must be 2-D [M, K]");
+  if (!c_contiguous(a)) throw std::invalid_argument("a must be C-contiguous");
+  ShiftArgs g;
+  if (is_u8(a))
+    g.a_type = ShiftActType::kU8;
+  else if (is_s8(a))
+    g.a_type = ShiftActType::kS8;
+  else if (is_dtype(a, 'i', 2))
+    g.a_type = ShiftActType::kS16;
+  else if (is_dtype(a, 'i', 4))
+    g.a_type = ShiftActType::kS32;
+  else
+    throw std::invalid_argument("a must be uint8, int8, int16 or int32");
+  g.a = a.data();
+  g.M = a.shape(0);
+  g.K = a.shape(1);
+  if (g.K != w.K())
+    throw std::invalid_argument("a has K=" + std::to_string(g.K) + " but the weights have K=" + std::to_string(w.K()));
+  g.a_zero_point = a_zero_point;
+  g.w = &w;
+  g.acc_bits = acc_bits;
+  if (kernel == "shift")
+    g.kernel = ShiftKernel::kShift;
+  else if (kernel == "multiply")
+    g.kernel = ShiftKernel::kMultiply;
+  else if (kernel == "auto")
+    g.kernel = ShiftKernel::kAuto;
+  else
+    throw std::invalid_argument("kernel must be 'shift', 'multiply' or 'auto'");
+  return g;
+}
+
+py::array shift_gemm_py(const py::array& a, int32_t a_zero_point, const PackedShift& w, const py::object& bias,
+                        int acc_bits, const std::string& kernel, const std::string& out_dtype,
+                        const py::object& requant, int32_t y_zero_point, int32_t lo, int32_t hi) {
+  ShiftArgs g = make_args(a, a_zero_point, w, acc_bits, kernel);
+  const int64_t N = w.N();
+  py::array bias_arr;
+  g.bias = int32_vector_or_null(bias, N, &bias_arr, "N");
+  py::array out = make_output(out_dtype, {g.M, N}, &g.out_kind);
+  g.requant = checked_requant(requant, g.out_kind, N, y_zero_point, lo, hi, "N");
+  g.out = out.mutable_data();
+  g.zp_y = y_zero_point;
+  g.lo = lo;
+  g.hi = hi;
+  {
+    py::gil_scoped_release release;
+    shift_gemm(g);
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_shift(py::module_& m) {
+  py::class_<PackedShift, std::shared_ptr<PackedShift>>(m, "PackedShift")
+      .def_property_readonly("K", &PackedShift::K)
+      .def_property_readonly("N", &PackedShift::N)
+      .def_property_readonly("T", &PackedShift::T)
+      .def_property_readonly("decodable", &PackedShift::decodable)
+      .def_property_readonly("fits_int8", &PackedShift::fits_int8)
+      .def_property_readonly("distinct_values", &PackedShift::distinct_values)
+      .def_property_readonly("packed_bytes", &PackedShift::packed_bytes);
+  m.def("pack_shift", &pack_shift, py::arg("signs"), py::arg("exponents"), py::arg("rule"),
+        "Pack shift-weight terms (int8 [T, K, N] signs and exponents) for shift_gemm.");
+  m.def("shift_gemm", &shift_gemm_py, py::arg("a"), py::arg("a_zero_point"), py::arg("packed"), py::arg("bias"),
+        py::arg("acc_bits"), py::arg("kernel"), py::arg("out_dtype"), py::arg("requant"), py::arg("y_zero_point"),
+        py::arg("lo"), py::arg("hi"));
+  m.def(
+      "shift_gemm_kernel_name",
+      [](const py::array& a, int32_t a_zero_point, const PackedShift& w, int acc_bits, const std::string& kernel) {
+        return shift_gemm_kernel_name(make_args(a, a_zero_point, w, acc_bits, kernel));
+      },
+      py::arg("a"), py::arg("a_zero_point"), py::arg("packed"), py::arg("acc_bits"), py::arg("kernel"),
+      "The kernel shift_gemm runs for these arguments on the active path.");
+}
+
+}  // namespace pyq

@@ -1,0 +1,716 @@
+#include "shift/shift.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "common/threadpool.h"
+#include "qgemm/epilogue.h"
+
+namespace pyq {
+
+namespace {
+
+constexpr int kExpBins = 62;  // exponents -31 .. 30
+constexpr int64_t kTileRows = 48;
+constexpr int64_t kMinTermsPerThread = int64_t{1} << 18;
+
+// ceil(max_a * 2^e): the bound of one term product (section 12.3).
+inline int64_t term_bound(int64_t max_a, int e) {
+  if (e >= 0) return max_a << e;  // max_a <= 2^31, e <= 30
+  return (max_a + (int64_t{1} << -e) - 1) >> -e;
+}
+
+}  // namespace
+
+PackedShift::PackedShift(const int8_t* signs, const int8_t* exponents, int T, int64_t K, int64_t N, ShiftRule rule)
+    : K_(K), N_(N), T_(T), rule_(rule) {
+  if (T < 1 || T > 3) throw std::invalid_argument("a shift weight has 1 to 3 terms (T)");
+  if (K <= 0 || N <= 0) throw std::invalid_argument("shift weights must have K > 0 and N > 0");
+  const int elo = rule == ShiftRule::kExact ? 0 : -31, ehi = 30;
+  const int64_t KN = K * N;
+  for (int64_t i = 0; i < T * KN; ++i) {
+    const int s = signs[i], e = exponents[i];
+    if (s < -1 || s > 1) throw std::invalid_argument("signs must be in {-1, 0, +1}");
+    if (s != 0 && (e < elo || e > ehi))
+      throw std::invalid_argument("exponent " + std::to_string(e) + " is outside [" + std::to_string(elo) + ", " +
+                                  std::to_string(ehi) + "] of the rule");
+    if (s != 0 && e < 0) right_shifts_ = true;
+  }
+  terms_.resize(static_cast<size_t>(N * K * T * 2));
+  negcnt_.assign(N, 0);
+  hist_.assign(static_cast<size_t>(N * kExpBins), 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      for (int t = 0; t < T; ++t) {
+        const int64_t src = t * KN + k * N + n;
+        const int8_t s = signs[src], e = s ? exponents[src] : 0;
+        int8_t* d = &terms_[static_cast<size_t>(((n * K + k) * T + t) * 2)];
+        d[0] = s;
+        d[1] = e;
+        if (s < 0) ++negcnt_[n];
+        if (s != 0) ++hist_[n * kExpBins + e + 31];
+      }
+  if (!right_shifts_) {  // integer values: the multiply form
+    wmin_ = INT64_MAX;
+    wmax_ = INT64_MIN;
+    std::vector<int64_t> seen;
+    for (int64_t i = 0; i < N * K; ++i) {
+      const int64_t v = decoded(i);
+      wmin_ = std::min(wmin_, v);
+      wmax_ = std::max(wmax_, v);
+      if (seen.size() <= 16 && std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
+    }
+    // The LUT kernel's table: index 0 is the value 0 (the padding past K), then
+    // the other values in increasing order.
+    if (std::find(seen.begin(), seen.end(), int64_t{0}) == seen.end()) seen.push_back(0);
+    distinct_ = static_cast<int>(std::min<size_t>(seen.size(), 17));
+    if (distinct_ <= 16 && wmin_ >= -128 && wmax_ <= 127) {
+      std::sort(seen.begin(), seen.end(), [](int64_t a, int64_t b) { return (a != 0 && b == 0) ? false : (a == 0 && b != 0) ? true : a < b; });
+      for (int64_t v : seen) lut_.push_back(static_cast<int8_t>(v));
+    }
+  } else {
+    distinct_ = 17;
+  }
+}
+
+__int128 PackedShift::column_bound(int64_t n, int64_t max_a) const {
+  __int128 b = negcnt_[n];
+  const int32_t* h = &hist_[static_cast<size_t>(n * kExpBins)];
+  for (int i = 0; i < kExpBins; ++i)
+    if (h[i]) b += static_cast<__int128>(h[i]) * term_bound(max_a, i - 31);
+  return b;
+}
+
+__int128 PackedShift::worst_bound(int64_t max_a) const {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = worst_.find(max_a);
+    if (it != worst_.end()) return it->second;
+  }
+  __int128 worst = 0;
+  for (int64_t n = 0; n < N_; ++n) worst = std::max(worst, column_bound(n, max_a));
+  std::lock_guard<std::mutex> g(mu_);
+  worst_[max_a] = worst;
+  return worst;
+}
+
+const ShiftPlan& PackedShift::plan_for(int64_t max_a, bool x_fits_int16) const {
+  const int64_t key = max_a * 2 + (x_fits_int16 ? 1 : 0);
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+  auto plan = std::make_unique<ShiftPlan>();
+  const int64_t panels = (N_ + kShiftPanel - 1) / kShiftPanel;
+  std::vector<int64_t> cur(kShiftPanel), tb(kShiftPanel);
+  for (int64_t pn = 0; pn < panels; ++pn) {
+    const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N_ - n0);
+    __int128 worst = 0;
+    for (int64_t j = 0; j < cnt; ++j) worst = std::max(worst, column_bound(n0 + j, max_a));
+    plan->block_begin.push_back(static_cast<int64_t>(plan->block_end.size()));
+    if (worst > INT32_MAX) {
+      plan->mode.push_back(static_cast<int32_t>(LaneMode::kWide));
+      continue;
+    }
+    // int16 lanes over k blocks whose partial bound (plus the negative-term
+    // count, the one's-complement correction) is at most 2^15 - 1.
+    bool int16_ok = x_fits_int16;
+    std::vector<int32_t> ends;
+    std::fill(cur.begin(), cur.end(), 0);
+    for (int64_t k = 0; int16_ok && k < K_; ++k) {
+      bool cut = false;
+      for (int64_t j = 0; j < cnt; ++j) {
+        int64_t b = 0;
+        const int8_t* d = &terms_[static_cast<size_t>(((n0 + j) * K_ + k) * T_ * 2)];
+        for (int t = 0; t < T_; ++t)
+          if (d[2 * t]) b += term_bound(max_a, d[2 * t + 1]) + (d[2 * t] < 0 ? 1 : 0);
+        if (b > 32767) int16_ok = false;
+        tb[j] = b;
+        if (cur[j] + b > 32767) cut = true;
+      }
+      if (!int16_ok) break;
+      if (cut) {
+        ends.push_back(static_cast<int32_t>(k));
+        std::fill(cur.begin(), cur.end(), 0);
+      }
+      for (int64_t j = 0; j < cnt; ++j) cur[j] += tb[j];
+    }
+    ends.push_back(static_cast<int32_t>(K_));
+    // Short blocks spend more on widening than int16 lanes save.
+    if (int16_ok && K_ >= 8 * static_cast<int64_t>(ends.size())) {
+      plan->mode.push_back(static_cast<int32_t>(LaneMode::kInt16));
+      plan->block_end.insert(plan->block_end.end(), ends.begin(), ends.end());
+    } else {
+      plan->mode.push_back(static_cast<int32_t>(LaneMode::kInt32));
+    }
+  }
+  plan->block_begin.push_back(static_cast<int64_t>(plan->block_end.size()));
+  const ShiftPlan& ref = *plan;
+  plans_.emplace(key, std::move(plan));
+  return ref;
+}
+
+const int16_t* PackedShift::pack16() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (pack16_.empty()) {
+    // The SIMD layout: per 64-column panel, per k, per term: shift counts, sign masks.
+    const int64_t panels = (N_ + kShiftPanel - 1) / kShiftPanel;
+    const int64_t re = row_elems();
+    std::vector<int16_t> pack16(static_cast<size_t>(panels * K_ * T_ * re), 0);
+    for (int64_t pn = 0; pn < panels; ++pn)
+      for (int64_t k = 0; k < K_; ++k)
+        for (int t = 0; t < T_; ++t) {
+          int16_t* rec = &pack16[static_cast<size_t>(((pn * K_ + k) * T_ + t) * re)];
+          for (int j = 0; j < kShiftPanel; ++j) {
+            const int64_t n = pn * kShiftPanel + j;
+            int s = 0, e = 0;
+            if (n < N_) {
+              const int8_t* d = &terms_[static_cast<size_t>(((n * K_ + k) * T_ + t) * 2)];
+              s = d[0];
+              e = d[1];
+            }
+            rec[j] = static_cast<int16_t>(s == 0 ? kShiftOffCount : (e > 0 ? e : 0));
+            rec[kShiftPanel + j] = static_cast<int16_t>(s < 0 ? -1 : 0);
+            if (right_shifts_) rec[2 * kShiftPanel + j] = static_cast<int16_t>(s != 0 && e < 0 ? -e : 0);
+          }
+        }
+    pack16_ = std::move(pack16);
+  }
+  return pack16_.data();
+}
+
+const std::vector<int64_t>& PackedShift::decoded_nk() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (w_nk_.empty()) {
+    w_nk_.resize(static_cast<size_t>(N_ * K_));
+    for (int64_t i = 0; i < N_ * K_; ++i) w_nk_[static_cast<size_t>(i)] = decoded(i);
+  }
+  return w_nk_;
+}
+
+const int32_t* PackedShift::pack32() const {
+  pack16();
+  std::lock_guard<std::mutex> g(mu_);
+  if (pack32_.empty()) pack32_.assign(pack16_.begin(), pack16_.end());
+  return pack32_.data();
+}
+
+const ShiftBuckets& PackedShift::buckets() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (buckets_) return *buckets_;
+  auto b = std::make_unique<ShiftBuckets>();
+  b->nkb = (K_ + kShiftBucketK - 1) / kShiftBucketK;
+  b->start.resize(static_cast<size_t>(N_ * b->nkb));
+  std::vector<uint16_t> rows[31];
+  constexpr uint16_t kZeroRow = 64 * 2 * kShiftBucketK;
+  for (int64_t n = 0; n < N_; ++n)
+    for (int64_t kb = 0; kb < b->nkb; ++kb) {
+      b->start[n * b->nkb + kb] = static_cast<int64_t>(b->stream.size());
+      for (auto& r : rows) r.clear();
+      const int64_t k1 = std::min<int64_t>(K_, (kb + 1) * kShiftBucketK);
+      for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
+        for (int t = 0; t < T_; ++t) {
+          const int8_t* d = &terms_[static_cast<size_t>(((n * K_ + k) * T_ + t) * 2)];
+          const int off = static_cast<int>(k - kb * kShiftBucketK);
+          if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
+        }
+      for (int e = 0; e < 31; ++e) {
+        for (size_t i = 0; i < rows[e].size(); i += 128) {  // groups of <= 128 offsets
+          const size_t cnt = std::min<size_t>(128, rows[e].size() - i), chunks = (cnt + 3) / 4;
+          b->stream.push_back(static_cast<uint16_t>(e));
+          b->stream.push_back(static_cast<uint16_t>(chunks));
+          b->stream.insert(b->stream.end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
+          b->stream.insert(b->stream.end(), 4 * chunks - cnt, kZeroRow);
+        }
+      }
+      b->stream.push_back(0xFFFF);
+    }
+  buckets_ = std::move(b);
+  return *buckets_;
+}
+
+const PackedWeights& PackedShift::int8_weights() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!w8_) {
+    std::vector<int8_t> b(static_cast<size_t>(K_ * N_));
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t k = 0; k < K_; ++k) b[k * N_ + n] = static_cast<int8_t>(decoded(n * K_ + k));
+    const int32_t zp = 0;
+    w8_ = std::make_unique<PackedWeights>(reinterpret_cast<const uint8_t*>(b.data()), true, K_, N_, N_, &zp, 1, 8);
+  }
+  return *w8_;
+}
+
+const std::vector<int32_t>& PackedShift::int32_weights_kn() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (w32_kn_.empty()) {
+    w32_kn_.resize(static_cast<size_t>(K_ * N_));
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t k = 0; k < K_; ++k) w32_kn_[k * N_ + n] = static_cast<int32_t>(decoded(n * K_ + k));
+  }
+  return w32_kn_;
+}
+
+#if defined(PYQ_X86)
+const uint8_t* PackedShift::lut4_packed() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!lut4_) {
+    const GemmKernel* kern = avx512vnni_lut4_gemm_kernel();
+    lut4_ = std::make_unique<AlignedBuffer>(64 + kern->packed_size(N_, K_));
+    uint8_t* lut = lut4_->data();
+    for (int i = 0; i < 64; ++i) lut[i] = static_cast<uint8_t>(i % 16 < static_cast<int>(lut_.size()) ? lut_[i % 16] : 0);
+    std::vector<int8_t> idx(static_cast<size_t>(N_ * K_));
+    lut4_colsum_.assign(N_, 0);
+    for (int64_t i = 0; i < N_ * K_; ++i) {
+      const int8_t v = static_cast<int8_t>(decoded(i));
+      idx[static_cast<size_t>(i)] = static_cast<int8_t>(std::find(lut_.begin(), lut_.end(), v) - lut_.begin());
+      lut4_colsum_[i / K_] += v;
+    }
+    kern->pack(idx.data(), N_, K_, lut + 64);
+  }
+  return lut4_->data() + 64;
+}
+
+const std::vector<int32_t>& PackedShift::lut4_colsum() const {
+  lut4_packed();
+  return lut4_colsum_;
+}
+#endif
+
+size_t PackedShift::packed_bytes() const {
+  std::lock_guard<std::mutex> g(mu_);
+  size_t total = pack16_.size() * 2 + terms_.size() + w_nk_.size() * 8;
+  if (w8_) total += w8_->packed_bytes();
+  total += w32_kn_.size() * 4 + pack32_.size() * 4;
+  if (lut4_) total += lut4_->size();
+  return total;
+}
+
+// ------------------------------------------------------------------ operator
+
+namespace {
+
+enum class Route { kShift, kShiftBucket, kMulInt8, kMulLut4, kMulInt32, kMulWide };
+
+struct Prepared {
+  Route route = Route::kShift;
+  int64_t max_a = 0;
+  bool x16_ok = false;
+  const ShiftPlan* plan = nullptr;
+  ShiftComputeFn compute = nullptr;
+  ShiftMulFn mul32 = nullptr;
+  bool wide128 = false;
+  bool no_saturation = false;
+  std::string name;
+};
+
+void act_range(ShiftActType t, int64_t* lo, int64_t* hi) {
+  switch (t) {
+    case ShiftActType::kU8: *lo = 0; *hi = 255; break;
+    case ShiftActType::kS8: *lo = -128; *hi = 127; break;
+    case ShiftActType::kS16: *lo = -32768; *hi = 32767; break;
+    default: *lo = INT32_MIN; *hi = INT32_MAX; break;
+  }
+}
+
+void check_args(const ShiftArgs& g) {
+  const PackedShift& w = *g.w;
+  if (g.K != w.K()) throw std::invalid_argument("activation K does not match the shift weights");
+  if (g.M < 0) throw std::invalid_argument("M must be >= 0");
+  if (g.acc_bits < 8 || g.acc_bits > 32) throw std::invalid_argument("acc_bits must be in [8, 32]");
+  int64_t lo, hi;
+  act_range(g.a_type, &lo, &hi);
+  if (g.a_zero_point < lo || g.a_zero_point > hi) throw std::invalid_argument("a_zero_point out of a's range");
+  const bool eight = g.a_type == ShiftActType::kU8 || g.a_type == ShiftActType::kS8;
+  if (g.a_zero_point != 0 && (!eight || w.rule() != ShiftRule::kExact))
+    throw std::invalid_argument("a_zero_point must be 0 for 16/32-bit activations and for rule deepshift");
+  if (w.rule() == ShiftRule::kDeepShift && g.a_type == ShiftActType::kU8)
+    throw std::invalid_argument("rule deepshift needs signed activations (int8, int16, int32)");
+}
+
+Prepared prepare(const ShiftArgs& g) {
+  check_args(g);
+  const PackedShift& w = *g.w;
+  Prepared pr;
+  int64_t lo, hi;
+  act_range(g.a_type, &lo, &hi);
+  pr.max_a = std::max<int64_t>(g.a_zero_point - lo, hi - g.a_zero_point);
+  pr.x16_ok = pr.max_a <= 32768;  // every a - za fits int16
+  const __int128 worst = w.worst_bound(pr.max_a);
+  int64_t max_bias = 0;
+  for (int64_t n = 0; g.bias && n < w.N(); ++n) max_bias = std::max<int64_t>(max_bias, std::abs(int64_t{g.bias[n]}));
+  // |exact| <= worst + max|bias| <= 2^(W-1) - 1: the saturation is the identity, so the
+  // multiply kernels may add the bias and requantize in their own epilogue.
+  pr.no_saturation = worst + max_bias <= (int64_t{1} << (g.acc_bits - 1)) - 1;
+  pr.wide128 = worst > (static_cast<__int128>(1) << 62);
+  const bool eight = g.a_type == ShiftActType::kU8 || g.a_type == ShiftActType::kS8;
+  const KernelPath path = active_path();
+  ShiftKernel kern = g.kernel;
+  if (kern == ShiftKernel::kAuto) kern = w.decodable() ? ShiftKernel::kMultiply : ShiftKernel::kShift;
+  if (kern == ShiftKernel::kMultiply) {
+    if (!w.decodable())
+      throw std::invalid_argument(
+          "kernel='multiply' needs integer weight values; rule deepshift with negative exponents floors each "
+          "term product (section 12.1) and has no multiply form: use kernel='shift' or 'auto'");
+    const bool fits32 = worst <= INT32_MAX;
+    if (eight && w.fits_int8() && fits32) {
+#if defined(PYQ_X86)
+      if (path == KernelPath::kAvx512vnni && w.distinct_values() <= 16 && g.M <= 16) {
+        pr.route = Route::kMulLut4;
+        pr.name = "mul_lut4_6x64c8_avx512vnni";
+        return pr;
+      }
+#endif
+      pr.route = Route::kMulInt8;
+      pr.name = std::string("mul_int8:") + gemm_kernel_for(path)->name;
+      return pr;
+    }
+    if (w.fits_int32() && fits32) {
+      pr.route = Route::kMulInt32;
+      pr.mul32 = shift_mul32_scalar;
+      pr.name = "mul_int32_scalar";
+#if defined(PYQ_X86)
+      if (path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) {
+        pr.mul32 = shift_mul32_avx512bw;
+        pr.name = "mul_int32_avx512bw";
+      }
+#endif
+      return pr;
+    }
+    pr.route = Route::kMulWide;
+    pr.name = pr.wide128 ? "mul_int128_scalar" : "mul_int64_scalar";
+    return pr;
+  }
+  pr.route = Route::kShift;
+  pr.plan = &w.plan_for(pr.max_a, pr.x16_ok);
+#if defined(PYQ_X86)
+  // Exponent buckets: 8-bit activations (a group of 128 fits int16), no right shifts,
+  // an int32 column bound, enough rows for the 32 int16 lanes, and some panel that
+  // the column kernel could only run on int32 lanes (int16 column lanes measured faster).
+  const bool all16 = std::all_of(pr.plan->mode.begin(), pr.plan->mode.end(),
+                                 [](int32_t m) { return m == static_cast<int32_t>(LaneMode::kInt16); });
+  if ((path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) && eight && w.decodable() &&
+      worst <= INT32_MAX && g.M >= 32 && pr.max_a <= 255 && !all16) {
+    pr.route = Route::kShiftBucket;
+    pr.name = "shift_bucket_avx512bw";
+    return pr;
+  }
+#endif
+  pr.compute = shift_compute_scalar;
+  pr.name = "shift_scalar";
+#if defined(PYQ_X86)
+  if (path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) {
+    pr.compute = shift_compute_avx512bw;
+    pr.name = "shift_avx512bw";
+  } else if (path == KernelPath::kAvx2 || path == KernelPath::kAvxVnni) {
+    pr.compute = shift_compute_avx2;
+    pr.name = "shift_avx2";
+  }
+#endif
+  int c16 = 0, c32 = 0, cw = 0;
+  for (int32_t m : pr.plan->mode) (m == 0 ? c16 : (m == 1 ? c32 : cw))++;
+  pr.name += ":int16x" + std::to_string(c16) + ",int32x" + std::to_string(c32) + ",wide" +
+             std::string(pr.wide128 ? "128" : "64") + "x" + std::to_string(cw);
+  return pr;
+}
+
+// x = a - za as int32 (and int16 when every value fits).
+void load_activations(const ShiftArgs& g, std::vector<int32_t>* x, std::vector<int16_t>* x16, bool want16) {
+  const int64_t n = g.M * g.K;
+  x->resize(static_cast<size_t>(n));
+  int32_t* d = x->data();
+  const int32_t za = g.a_zero_point;
+  switch (g.a_type) {
+    case ShiftActType::kU8: {
+      const uint8_t* s = static_cast<const uint8_t*>(g.a);
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<int32_t>(s[i]) - za;
+      break;
+    }
+    case ShiftActType::kS8: {
+      const int8_t* s = static_cast<const int8_t*>(g.a);
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<int32_t>(s[i]) - za;
+      break;
+    }
+    case ShiftActType::kS16: {
+      const int16_t* s = static_cast<const int16_t*>(g.a);
+      for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+      break;
+    }
+    default: std::memcpy(d, g.a, static_cast<size_t>(n) * 4); break;
+  }
+  if (want16) {
+    x16->resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) (*x16)[i] = static_cast<int16_t>(d[i]);
+  }
+}
+
+// acc = sat_W(sum + bias), then the int32 store or the requantized 8-bit store.
+void finish_row(const ShiftArgs& g, const GemmProblem& ep, int64_t m, int64_t n0, int64_t cnt, const int64_t* sums) {
+  int32_t acc[kShiftPanel];
+  const int64_t lo = -(int64_t{1} << (g.acc_bits - 1)), hi = (int64_t{1} << (g.acc_bits - 1)) - 1;
+  for (int64_t j = 0; j < cnt; ++j) {
+    int64_t v = sums[j] + (g.bias ? g.bias[n0 + j] : 0);  // |sums| <= 2^62: no overflow
+    acc[j] = static_cast<int32_t>(v < lo ? lo : (v > hi ? hi : v));
+  }
+  const int64_t N = g.w->N();
+  switch (g.out_kind) {
+    case OutKind::kInt32:
+      std::memcpy(static_cast<int32_t*>(g.out) + m * N + n0, acc, static_cast<size_t>(cnt) * 4);
+      break;
+    case OutKind::kUint8: requant_store(ep, acc, n0, cnt, static_cast<uint8_t*>(g.out) + m * N + n0); break;
+    case OutKind::kInt8: requant_store(ep, acc, n0, cnt, static_cast<int8_t*>(g.out) + m * N + n0); break;
+  }
+}
+
+GemmProblem epilogue_params(const ShiftArgs& g) {
+  GemmProblem ep;
+  if (g.requant) {
+    ep.mode = g.requant->mode;
+    if (!g.requant->scale.empty()) ep.scale = g.requant->scale.data();
+    if (!g.requant->multiplier.empty()) ep.multiplier = g.requant->multiplier.data();
+    if (!g.requant->shift.empty()) ep.shift = g.requant->shift.data();
+  }
+  ep.zp_y = g.zp_y;
+  ep.lo = g.lo;
+  ep.hi = g.hi;
+  return ep;
+}
+
+// The wide multiply form: int64 products (|x| <= 2^31, |w| < 2^32), int64 or int128 sums.
+template <typename Acc>
+void mul_wide(const int32_t* x, int64_t K, const std::vector<int64_t>& w_nk, int64_t m0, int64_t m1, int64_t n0,
+              int64_t n1, int64_t* tile) {
+  const __int128 cap = static_cast<__int128>(1) << 62;
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t n = n0; n < n1; ++n) {
+      Acc s = 0;
+      const int64_t* wr = &w_nk[static_cast<size_t>(n * K)];
+      const int32_t* xr = x + m * K;
+      for (int64_t k = 0; k < K; ++k) s += static_cast<Acc>(static_cast<int64_t>(xr[k]) * wr[k]);
+      const __int128 v = s;
+      tile[(m - m0) * kShiftPanel + (n - n0)] = static_cast<int64_t>(v > cap ? cap : (v < -cap ? -cap : v));
+    }
+}
+
+int threads_for(int64_t work) {
+  const int64_t n = std::min<int64_t>(get_num_threads(), std::max<int64_t>(1, work / kMinTermsPerThread));
+  return static_cast<int>(std::max<int64_t>(1, n));
+}
+
+#if defined(PYQ_X86)
+// The 4-bit LUT multiply: raw = sum_k a'[m,k] * w[k,n] on the VNNI LUT kernel with
+// a' = a (uint8) or a + 128 (int8); acc = raw - za' * colsum[n] (+ bias when `direct`)
+// modulo 2^32, exact because the bound is <= 2^31 - 1. direct: the kernel's own
+// epilogue writes the final output (saturation is the identity); else int32 sums to out32.
+void run_lut4(const ShiftArgs& g, int32_t* out32, bool direct) {
+  const PackedShift& w = *g.w;
+  const GemmKernel* kern = avx512vnni_lut4_gemm_kernel();
+  const bool s8 = g.a_type == ShiftActType::kS8;
+  const std::vector<int32_t>& colsum = w.lut4_colsum();
+  std::vector<int32_t> colterm(static_cast<size_t>(w.N()));
+  const uint32_t za = static_cast<uint32_t>(g.a_zero_point + (s8 ? 128 : 0));
+  for (int64_t n = 0; n < w.N(); ++n) {
+    const uint32_t b = direct && g.bias ? static_cast<uint32_t>(g.bias[n]) : 0u;
+    colterm[n] = static_cast<int32_t>(b - za * static_cast<uint32_t>(colsum[n]));
+  }
+  GemmProblem p = direct ? epilogue_params(g) : GemmProblem();
+  p.a = static_cast<const uint8_t*>(g.a);
+  p.lda = g.K;
+  p.a_xor = s8 ? 0x80808080u : 0u;
+  p.M = g.M;
+  p.N = w.N();
+  p.K = g.K;
+  p.packed = w.lut4_packed();
+  p.colterm = colterm.data();
+  p.out_kind = direct ? g.out_kind : OutKind::kInt32;
+  p.out = direct ? g.out : out32;
+  p.ldc = w.N();
+  const int64_t panels = (w.N() + kern->nr - 1) / kern->nr;
+  const int nthreads = threads_for(g.M * g.K * w.N());
+  const int64_t tasks = nthreads == 1 ? 1 : std::min<int64_t>(panels, 4 * nthreads);
+  parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
+    const int64_t p0 = panels * t / tasks, p1 = panels * (t + 1) / tasks;
+    if (p0 < p1) kern->compute(p, 0, g.M, p0, p1);
+  });
+}
+#endif
+
+#if defined(PYQ_X86)
+// The exponent-bucket route: tasks over blocks of 32 rows x groups of panels; each
+// task transposes its rows' activations (a - za as int16) once and runs every panel.
+void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
+  const PackedShift& w = *g.w;
+  const ShiftBuckets& b = w.buckets();
+  const int64_t M = g.M, N = w.N(), K = w.K(), xt_elems = b.nkb * kShiftBucketRows * 32;
+  const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel, rblocks = (M + 31) / 32;
+  const int nthreads = threads_for(M * N * K * w.T());
+  // Rows first: each task builds the activation table of its row blocks once.
+  const int64_t want = 4 * static_cast<int64_t>(nthreads);
+  const int64_t tm = nthreads == 1 ? 1 : std::min<int64_t>(rblocks, want);
+  const int64_t tp = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(panels, (want + tm - 1) / tm));
+  const bool s8 = g.a_type == ShiftActType::kS8;
+  parallel_for(static_cast<int>(tp * tm), nthreads, [&](int t) {
+    const int64_t ip = t / tm, im = t % tm;
+    const int64_t p0 = panels * ip / tp, p1 = panels * (ip + 1) / tp;
+    const int64_t r0 = rblocks * im / tm, r1 = rblocks * (im + 1) / tm;
+    // One table per thread, reused across calls (64-byte aligned for the kernel's loads).
+    thread_local std::vector<int16_t> xt_store;
+    if (xt_store.size() < static_cast<size_t>(xt_elems + 32)) xt_store.resize(static_cast<size_t>(xt_elems + 32));
+    int16_t* xt = reinterpret_cast<int16_t*>((reinterpret_cast<uintptr_t>(xt_store.data()) + 63) & ~uintptr_t{63});
+    alignas(64) int32_t acc[kShiftPanel * 32];
+    int64_t sums[kShiftPanel];
+    for (int64_t rb = r0; rb < r1; ++rb) {
+      const int64_t m0 = rb * 32, rows = std::min<int64_t>(32, M - m0);
+      // per block: rows 0..126 x, 127..253 -x, 254 zero (rows past M and k past K are 0)
+      if (rows < 32) {
+        std::memset(xt, 0, static_cast<size_t>(xt_elems) * 2);
+      } else {  // every x / -x row below K is written below: zero the zero rows and the tail
+        for (int64_t kb = 0; kb < b.nkb; ++kb)
+          std::memset(xt + (kb * kShiftBucketRows + 2 * kShiftBucketK) * 32, 0, 64);
+        const int64_t tail = K - (b.nkb - 1) * kShiftBucketK;  // k's used in the last block
+        int16_t* last = xt + (b.nkb - 1) * kShiftBucketRows * 32;
+        std::memset(last + tail * 32, 0, static_cast<size_t>(kShiftBucketK - tail) * 64);
+        std::memset(last + (kShiftBucketK + tail) * 32, 0, static_cast<size_t>(kShiftBucketK - tail) * 64);
+      }
+      const uint8_t* a8 = static_cast<const uint8_t*>(g.a) + m0 * K;
+      const int32_t za = g.a_zero_point;
+      for (int64_t k = 0; k < K; ++k) {
+        int16_t* pos = xt + (k / kShiftBucketK) * kShiftBucketRows * 32 + (k % kShiftBucketK) * 32;
+        int16_t* neg = pos + kShiftBucketK * 32;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int32_t a = s8 ? static_cast<int8_t>(a8[r * K + k]) : a8[r * K + k];
+          pos[r] = static_cast<int16_t>(a - za);
+          neg[r] = static_cast<int16_t>(za - a);
+        }
+      }
+      for (int64_t pn = p0; pn < p1; ++pn) {
+        shift_bucket_avx512bw(xt, b.stream.data(), b.start.data(), b.nkb, N, pn, acc);
+        const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < cnt; ++j) sums[j] = acc[j * 32 + r];
+          finish_row(g, ep, m0 + r, n0, cnt, sums);
+        }
+      }
+    }
+  });
+}
+#endif
+
+}  // namespace
+
+std::string shift_gemm_kernel_name(const ShiftArgs& args) { return prepare(args).name; }
+
+void shift_gemm(const ShiftArgs& g) {
+  const Prepared pr = prepare(g);
+  const PackedShift& w = *g.w;
+  const int64_t M = g.M, N = w.N(), K = w.K();
+  if (M == 0) return;
+  const GemmProblem ep = epilogue_params(g);
+  const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel;
+
+  const bool direct = pr.no_saturation;
+  if ((pr.route == Route::kMulInt8 || pr.route == Route::kMulLut4) && direct) {
+    // Nothing saturates: the int8 GEMM's own epilogue adds the bias and requantizes.
+#if defined(PYQ_X86)
+    if (pr.route == Route::kMulLut4) {
+      run_lut4(g, nullptr, true);
+      return;
+    }
+#endif
+    GemmArgs ga{static_cast<const uint8_t*>(g.a), g.a_type == ShiftActType::kS8, M, K, K, g.a_zero_point,
+                &w.int8_weights(), g.bias, g.out_kind, g.out, N, g.requant, g.zp_y, g.lo, g.hi};
+    qgemm(ga);
+    return;
+  }
+  if (pr.route == Route::kMulInt8 || pr.route == Route::kMulLut4) {
+    // The int8 GEMM gives the exact sum (the bound is <= 2^31 - 1, so nothing
+    // wraps); bias and saturation follow in int64.
+    std::vector<int32_t> raw(static_cast<size_t>(M * N));
+#if defined(PYQ_X86)
+    if (pr.route == Route::kMulLut4) run_lut4(g, raw.data(), false);
+#endif
+    if (pr.route == Route::kMulInt8) {
+      GemmArgs ga{static_cast<const uint8_t*>(g.a), g.a_type == ShiftActType::kS8, M, K, K, g.a_zero_point,
+                  &w.int8_weights(), nullptr, OutKind::kInt32, raw.data(), N, nullptr, 0, 0, 0};
+      qgemm(ga);
+    }
+    const int nthreads = threads_for(M * N * 16);
+    const int64_t tasks = std::min<int64_t>(M, 4 * nthreads);
+    parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
+      int64_t sums[kShiftPanel];
+      for (int64_t m = M * t / tasks; m < M * (t + 1) / tasks; ++m)
+        for (int64_t n0 = 0; n0 < N; n0 += kShiftPanel) {
+          const int64_t cnt = std::min<int64_t>(kShiftPanel, N - n0);
+          for (int64_t j = 0; j < cnt; ++j) sums[j] = raw[m * N + n0 + j];
+          finish_row(g, ep, m, n0, cnt, sums);
+        }
+    });
+    return;
+  }
+
+#if defined(PYQ_X86)
+  if (pr.route == Route::kShiftBucket) {
+    run_buckets(g, ep);
+    return;
+  }
+#endif
+  std::vector<int32_t> x;
+  std::vector<int16_t> x16;
+  load_activations(g, &x, &x16, pr.route == Route::kShift && pr.x16_ok);
+  ShiftProblem sp;
+  sp.x = x.data();
+  sp.x16 = x16.empty() ? nullptr : x16.data();
+  sp.M = M;
+  sp.K = K;
+  sp.N = N;
+  sp.T = w.T();
+  sp.right_shifts = w.right_shifts();
+  sp.pack16 = w.pack16();
+  sp.row_elems = w.row_elems();
+  // The int32 layout pays off when rows reuse it; it takes 4 bytes per count.
+  const bool any32 = pr.plan && std::find(pr.plan->mode.begin(), pr.plan->mode.end(),
+                                          static_cast<int32_t>(LaneMode::kInt32)) != pr.plan->mode.end();
+  if (pr.route == Route::kShift && any32 && M >= 8 && N * K * w.T() <= (int64_t{1} << 24)) sp.pack32 = w.pack32();  // <= 128 MB
+  sp.terms = w.terms();
+  sp.negcnt = w.negcnt();
+  if (pr.plan) {
+    sp.lane_mode = pr.plan->mode.data();
+    sp.block_begin = pr.plan->block_begin.data();
+    sp.block_end = pr.plan->block_end.data();
+  }
+  sp.wide128 = pr.wide128;
+  const int32_t* w32 = pr.route == Route::kMulInt32 ? w.int32_weights_kn().data() : nullptr;
+
+  const int64_t mtiles = (M + kTileRows - 1) / kTileRows;
+  const int nthreads = threads_for(M * N * K * w.T());
+  const int64_t want = 4 * static_cast<int64_t>(nthreads);
+  const int64_t tp = nthreads == 1 ? 1 : std::min<int64_t>(panels, want);
+  const int64_t tm = nthreads == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(mtiles, (want + tp - 1) / tp));
+  parallel_for(static_cast<int>(tp * tm), nthreads, [&](int t) {
+    const int64_t ip = t / tm, im = t % tm;
+    const int64_t p0 = panels * ip / tp, p1 = panels * (ip + 1) / tp;
+    const int64_t r0 = mtiles * im / tm, r1 = mtiles * (im + 1) / tm;
+    std::vector<int64_t> tile(static_cast<size_t>(kTileRows * kShiftPanel));
+    for (int64_t pn = p0; pn < p1; ++pn) {
+      const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
+      for (int64_t rt = r0; rt < r1; ++rt) {
+        const int64_t m0 = rt * kTileRows, m1 = std::min<int64_t>(M, m0 + kTileRows);
+        switch (pr.route) {
+          case Route::kShift: pr.compute(sp, m0, m1, pn, tile.data()); break;
+          case Route::kMulInt32: pr.mul32(x.data(), K, w32, N, m0, m1, n0, n0 + cnt, tile.data()); break;
+          default:
+            if (pr.wide128)
+              mul_wide<__int128>(x.data(), K, w.decoded_nk(), m0, m1, n0, n0 + cnt, tile.data());
+            else
+              mul_wide<int64_t>(x.data(), K, w.decoded_nk(), m0, m1, n0, n0 + cnt, tile.data());
+            break;
+        }
+        for (int64_t m = m0; m < m1; ++m) finish_row(g, ep, m, n0, cnt, &tile[(m - m0) * kShiftPanel]);
+      }
+    }
+  });
+}
+
+}  // namespace pyq

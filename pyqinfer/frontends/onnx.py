@@ -36,6 +36,8 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("pyqinfer.frontends.onnx needs the 'onnx' package (pip install onnx)") from e
 
 MS = "com.microsoft"
+#: QONNX / Brevitas custom-op domains (docs/model-format.md section 11).
+QONNX_DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 
 #: ONNX data movement ops run on integers (QOperator) or with QDQ around them.
@@ -111,6 +113,10 @@ class _Importer:
         self.done: set = set()                       # ids of ONNX nodes consumed by a fusion
         self.needed_views: set = set()
         self.counter = 0
+        self.qonnx = None                            # the QONNX handler when the model uses a QONNX domain
+        if any((nd.domain or "") in QONNX_DOMAINS for nd in self.g.node):
+            from .qonnx import QonnxImporter
+            self.qonnx = QonnxImporter(self)
 
     # ---------------------------------------------------------------- helpers
     def fresh(self, base):
@@ -227,7 +233,11 @@ class _Importer:
             if id(n) in self.done:
                 continue
             self.node(n)
+        if self.qonnx is not None:
+            self.qonnx.finish()
         self.finish()
+        from .pyqinfer_domain import apply_metadata
+        apply_metadata(self.proto, self.out)
         return self.out
 
     def sorted_nodes(self):
@@ -290,6 +300,10 @@ class _Importer:
 
     def fmt(self):
         kinds = {n.op_type for n in self.g.node}
+        if self.qonnx is not None:
+            return "qonnx"
+        if any((n.domain or "") == "pyqinfer" for n in self.g.node):
+            return "onnx-pyqinfer"
         if kinds & {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "MatMulInteger", "ConvInteger"}:
             return "onnx-qoperator"
         if "DequantizeLinear" in kinds:
@@ -382,6 +396,14 @@ class _Importer:
     # ---------------------------------------------------------------- nodes
     def node(self, n):
         dom = n.domain or "ai.onnx"
+        if dom == "pyqinfer":
+            from . import pyqinfer_domain
+            return pyqinfer_domain.import_node(self, n)
+        if self.qonnx is not None:
+            if dom in QONNX_DOMAINS:
+                return self.qonnx.custom_node(n)
+            if dom == "ai.onnx" and self.qonnx.intercept(n):
+                return
         if dom not in ("ai.onnx", MS):
             raise _unsupported(n, f"domain {dom!r} is not supported (pyqinfer reads ai.onnx and com.microsoft)")
         if dom == "ai.onnx" and self.try_fold(n):

@@ -408,7 +408,7 @@ def _check_acc_bits(graph, node, W):
     if node.kind == "QLinearConv":
         w = w.reshape(w.shape[0], -1).T
     wz = node.params["w_zero_point"]
-    wz = wz[0] if wz.size == 1 else wz
+    wz = w.dtype.type(wz[0]) if wz.size == 1 else wz.astype(w.dtype)
     t = graph.tensors[node.inputs[0]]
     za = int(t.quant.zero_point[0]) if t.quant is not None else 0
     bias = node.params.get("bias")

@@ -414,3 +414,89 @@ def test_trunc_errors():
              domain=Q)
     with pytest.raises(UnsupportedModelError, match=rf"'{t}'.*must equal those of the input"):
         pyqinfer.load(b.model([("x", [2, 3])], [t]))
+
+
+# ---------------------------------------------------------------- BatchNormalization folding (model-format 12)
+def _bn_params(rng, OC, neg=False):
+    g = rng.uniform(0.5, 2, OC).astype(np.float32)
+    if neg:
+        g[1] = -g[1]
+    return [g, rng.normal(size=OC).astype(np.float32), rng.normal(size=OC).astype(np.float32),
+            rng.uniform(0.5, 2, OC).astype(np.float32)]
+
+
+def _bn_fold_oracle(w_scale, bias, xs, bn, eps, OC):
+    g, beta, mean, var = bn
+    f = np.float32
+    a = (g / np.sqrt((var + f(eps)).astype(f)).astype(f)).astype(f)
+    c = (beta - (mean * a).astype(f)).astype(f)
+    ws2 = (np.broadcast_to(w_scale, (OC,)) * a).astype(f)
+    adj = [round(Fr(float(cv)) / (Fr(float(f(xs))) * Fr(float(wv)))) for cv, wv in zip(c, ws2)]
+    return ws2, (bias.astype(np.int64) + np.array(adj, np.int64)).astype(np.int32)
+
+
+def test_qdq_conv_batchnorm_folded_into_requantization(tmp_path):
+    from pyqinfer import reference as ref
+    rng = np.random.default_rng(31)
+    C, OC = 3, 4
+    w = rng.integers(-127, 128, (OC, C, 3, 3)).astype(np.int8)
+    ws = rng.uniform(0.002, 0.01, OC).astype(np.float32)
+    xs, ys = np.float32(0.02), np.float32(0.05)
+    bias = rng.integers(-2000, 2000, OC).astype(np.int32)
+    bn = _bn_params(rng, OC)
+    inits = [nh.from_array(v, k) for k, v in (("xs", xs), ("xz", np.uint8(128)), ("w", w), ("ws", ws),
+                                               ("wz", np.zeros(OC, np.int8)), ("b", bias),
+                                               ("bs", (xs * ws).astype(np.float32)), ("bz", np.zeros(OC, np.int32)),
+                                               ("ys", ys), ("yz", np.uint8(100)))]
+    inits += [nh.from_array(v, k) for k, v in zip(("g", "be", "mu", "va"), bn)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], name="dqw", axis=0),
+             helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bf"], name="dqb", axis=0),
+             helper.make_node("Conv", ["xf", "wf", "bf"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "va"], ["n"], name="bn", epsilon=1e-4),
+             helper.make_node("QuantizeLinear", ["n", "ys", "yz"], ["yq"], name="qy"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dqy")]
+    g = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", OC, 5, 5])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    mod = load_rt(m, tmp_path)
+    assert any("folded" in " ".join(r["fused"] or []) for r in mod.layers())
+    x = rng.normal(size=(2, C, 5, 5)).astype(np.float32)
+    ws2, b2 = _bn_fold_oracle(ws, bias, xs, bn, 1e-4, OC)
+    xq = ref.quantize_linear(x, xs, np.uint8(128))
+    want = ref.qlinear_conv(xq, xs, np.uint8(128), w, ws2, np.zeros(OC, np.int8), ys, np.uint8(100), b2,
+                            pads=[1, 1, 1, 1])
+    want = ref.dequantize_linear(want, ys, np.uint8(100))
+    np.testing.assert_array_equal(mod(x), want)
+    # close to the float graph (BN in float): within one output step
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    assert np.max(np.abs(sess.run(None, {"x": x})[0] - want)) <= ys * 1.0001
+    # a negative multiplier is rejected, naming the BatchNormalization
+    m.graph.initializer[-4].CopyFrom(nh.from_array(_bn_params(rng, OC, neg=True)[0], "g"))
+    with pytest.raises(UnsupportedModelError, match=r"'bn' \(BatchNormalization\).*> 0"):
+        pyqinfer.load(m)
+
+
+def test_float_conv_batchnorm_folded(tmp_path):
+    import onnxruntime as ort
+    rng = np.random.default_rng(37)
+    C, OC = 2, 3
+    W = rng.normal(size=(OC, C, 3, 3)).astype(np.float32)
+    bc = rng.normal(size=OC).astype(np.float32)
+    bn = _bn_params(rng, OC)
+    inits = [nh.from_array(W, "W"), nh.from_array(bc, "bc")] + \
+        [nh.from_array(v, k) for k, v in zip(("g", "be", "mu", "va"), bn)]
+    nodes = [helper.make_node("Conv", ["x", "W", "bc"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "va"], ["y"], name="bn")]
+    g = helper.make_graph(nodes, "fbn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, OC, 4, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    mod = load_rt(m, tmp_path)
+    assert [r["kind"] for r in mod.layers()] == ["FloatOp:Conv"]
+    x = rng.normal(size=(1, C, 6, 6)).astype(np.float32)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(mod(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)

@@ -207,7 +207,7 @@ def test_conv_bn_mul_relu_quant_pool_gemm_exact(group, tmp_path):
     gw = b.quant(b.c(Wg, "W"), swg, 0, 8, narrow=1)
     gm = b.op("Gemm", [fl, gw, b.c(bg, "bias")], transB=1)
     oq = b.quant(gm, so, zo, 8, signed=1, name="oq")
-    m = load_rt(b.model([("x", ["N", C, H, W])], ["yq", "oq"]), tmp_path)
+    m = load_rt(b.model([("x", ["N", C, H, W])], [yq, oq]), tmp_path)
     x = (rng.normal(size=(2, C, H, W)) * 2).astype(np.float32)
     got = m.run({"x": x})
     # oracle
@@ -287,7 +287,7 @@ def test_requant_chain_on_codes_and_trunc(tmp_path):
               domain=Q, rounding_mode="FLOOR")
     t2 = b.op("Trunc", [xq0, b.c(np.float32(0.05)), b.c(np.float32(0)), b.c(np.float32(8)), b.c(np.float32(0.2)),
                         b.c(np.float32(0)), b.c(np.float32(6))], domain=Q, rounding_mode="ROUND")
-    m = load_rt(b.model([("x", [4, 3, 4])], ["yq", t1, t2]), tmp_path)
+    m = load_rt(b.model([("x", [4, 3, 4])], [yq, t1, t2]), tmp_path)
     x = (rng.normal(size=(4, 3, 4)) * 4).astype(np.float32)
     x.reshape(-1)[:4] = [0.325, -0.325, 6.5, 100.0]
     got = m.run({"x": x})

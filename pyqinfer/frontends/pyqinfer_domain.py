@@ -25,10 +25,14 @@ _OUT_DTYPES = ("uint8", "int8", "int16", "int32")
 
 
 def _u(node, what):
-    return UnsupportedModelError(f"node {node.name or '(unnamed)'!r} ({DOMAIN}.{node.op_type}): {what}")
+    """UnsupportedModelError naming the node and its (domain-qualified) op type."""
+    dom = node.domain or ""
+    return UnsupportedModelError(f"node {node.name or '(unnamed)'!r} ({dom + '.' if dom else ''}{node.op_type}): "
+                                 f"{what}")
 
 
 def _attrs(node):
+    """Attributes as Python values (strings decoded)."""
     import onnx
     out = {}
     for a in node.attribute:

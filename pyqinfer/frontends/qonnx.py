@@ -23,26 +23,12 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..graph import UnsupportedModelError
 from ..graph.ir import QParams
+from .pyqinfer_domain import _attrs, _u
 
 ROUNDING_MODES = ("ROUND", "FLOOR", "CEIL", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
 CHAIN_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "Identity")
 _BIG = 1 << 40          # beyond any int32 / 8-bit source value: an always/never threshold
-
-
-def _u(node, what):
-    dom = node.domain or ""
-    return UnsupportedModelError(f"node {node.name or '(unnamed)'!r} ({dom + '.' if dom else ''}{node.op_type}): {what}")
-
-
-def _attrs(node):
-    import onnx
-    out = {}
-    for a in node.attribute:
-        v = onnx.helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
 
 
 def int_range(signed, narrow, bits):

@@ -5,12 +5,11 @@ docs/semantics.md 12.1-12.3 and requantize with 4 / 12.4; ``MultiThreshold`` is
 semantics 13; ``PWLQMatMul`` semantics 14; ``QonnxQuant`` and ``AffineChain``
 model-format section 11.
 
-SHIFT KERNEL ADAPTER. The C++ shift kernels live on branch ``shiftkern`` and are
-not merged yet. :func:`shift_accumulate` is the one place that computes the
-shift accumulator: today an exact vectorized numpy evaluation of
-``pyqinfer.reference.shift_accumulate`` (tested equal to it bit for bit); once
-``pyqinfer.ops.shift`` is on main, its body becomes the single line marked
-``SWITCH`` below.
+SHIFT KERNEL ADAPTER. The C++ shift kernels live on branch ``shiftkern``.
+:func:`shift_accumulate` is the one place that computes the shift accumulator:
+``pyqinfer.ops.shift_matmul`` when it exists (the line marked ``SWITCH``), else an
+exact vectorized numpy evaluation of ``pyqinfer.reference.shift_accumulate``
+(tested equal to it bit for bit). The tests compare either with the reference.
 """
 from __future__ import annotations
 
@@ -55,6 +54,13 @@ class ShiftLayer:
         if rule == "exact":   # every exponent >= 0: one decoded integer matrix
             self.decoded = _rshift.shift_decode(signs, exponents, "exact").astype(np.int64) if self.int64_exact else None
 
+    def packed(self):
+        """The C++ packed weights (built once, on first use)."""
+        p = self.__dict__.get("_packed")
+        if p is None:
+            p = self._packed = ops.pack_shift_weights(self.signs, self.exponents, rule=self.rule)
+        return p
+
     def accumulate(self, a2):
         """int32 [M, N] accumulator of a2 [M, K] (semantics 12.2)."""
         return shift_accumulate(a2, self)
@@ -77,13 +83,19 @@ class ShiftLayer:
         return np.clip(acc, -(1 << (W - 1)), (1 << (W - 1)) - 1).astype(np.int32)
 
 
+#: The C++ shift kernels (branch shiftkern) when present, else the exact numpy adapter.
+SHIFT_KERNELS = hasattr(ops, "shift_matmul") and hasattr(ops, "pack_shift_weights")
+
+
 def shift_accumulate(a2, layer: ShiftLayer):
     """ADAPTER: the shift accumulator (semantics 12.2) of a2 [M, K] as int32 [M, N].
 
-    SWITCH (after branch shiftkern is merged): replace the body with
-        return ops.shift_matmul(a2, layer.packed, a_zero_point=layer.za, bias=layer.bias, acc_bits=layer.acc_bits)
-    (with ``layer.packed = ops.pack_shift_weights(layer.signs, layer.exponents, rule=layer.rule)`` in ShiftLayer).
+    With ``pyqinfer.ops.shift_matmul`` available (branch shiftkern merged) this is the
+    C++ kernel (the SWITCH line); until then the exact numpy evaluation above.
     """
+    if SHIFT_KERNELS:   # SWITCH
+        return ops.shift_matmul(np.ascontiguousarray(a2), layer.packed(), a_zero_point=layer.za,
+                                bias=layer.bias, acc_bits=layer.acc_bits)
     return layer._numpy_exact(a2)
 
 
@@ -129,7 +141,8 @@ def build_shift_matmul(plan, n, st):
         lead = x.shape[:-1]
         return _finish(layer.accumulate(x.reshape(-1, K)), rqa).reshape(*lead, N)
     st.fast = st.slow = f
-    st.kernel = "shift (exact numpy reference adapter; C++ shift kernels pending merge)"
+    st.kernel = "shift (C++ shift_matmul)" if SHIFT_KERNELS else \
+        "shift (exact numpy reference adapter; C++ shift kernels pending merge)"
     st.info = {"weights": f"{n.attrs.get('scheme', 'shift')} T={s.shape[0]} rule={n.attrs['rule']}",
                "weight_bytes": int(math.ceil(s[0].size * n.attrs.get("bits", 8) / 8)),
                "macs_per_out": K, "out_channels": N, "rule": f"acc_bits={n.attrs['acc_bits']} mode={n.attrs.get('mode', 'fp32')}"}
@@ -172,7 +185,8 @@ def build_shift_conv(plan, n, st):
             raise _err(n, str(err)) from None
         return _finish(layer.accumulate(cols), rqa).reshape(nb, OH, OW, OC)
     plan._wrap_layout(st, fast, fast, nhwc)
-    st.kernel = "shift conv (im2col + exact numpy reference adapter; C++ shift kernels pending merge)"
+    st.kernel = "shift conv (im2col + C++ shift_matmul)" if SHIFT_KERNELS else \
+        "shift conv (im2col + exact numpy reference adapter; C++ shift kernels pending merge)"
     st.info = {"weights": f"{n.attrs.get('scheme', 'shift')} T={T} rule={n.attrs['rule']}",
                "weight_bytes": int(math.ceil(s[0].size * n.attrs.get("bits", 8) / 8)),
                "macs_per_out": C * KH * KW, "out_channels": OC,

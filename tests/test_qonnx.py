@@ -500,3 +500,28 @@ def test_float_conv_batchnorm_folded(tmp_path):
     x = rng.normal(size=(1, C, 6, 6)).astype(np.float32)
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(mod(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_float_op_between_layer_and_quantizer_is_rejected():
+    """MaxPool (or a residual Add) on the unquantized conv output before a Quant cannot be exact."""
+    b = Builder()
+    xq = b.quant("x", 2 ** -4, 0, 8)
+    wq = b.quant(b.c(np.ones((2, 2, 3, 3), np.float32), "W"), 2 ** -4, 0, 8)
+    cv = b.op("Conv", [xq, wq], kernel_shape=[3, 3])
+    mp = b.op("MaxPool", [cv], kernel_shape=[2, 2])
+    y = b.quant(mp, 0.1, 0, 4, name="yq")
+    with pytest.raises(UnsupportedModelError, match=rf"'{mp}' \(MaxPool\).*reaches Quant 'yq'"):
+        pyqinfer.load(b.model([("x", [1, 2, 6, 6])], [y]))
+    # a float tail to the graph output is fine (logits)
+    b = Builder()
+    xq = b.quant("x", 2 ** -4, 0, 8)
+    wq = b.quant(b.c(np.ones((2, 2, 3, 3), np.float32), "W"), 2 ** -4, 0, 8)
+    cv = b.op("Conv", [xq, wq], kernel_shape=[3, 3])
+    mp = b.op("MaxPool", [cv], kernel_shape=[2, 2], strides=[2, 2])
+    m = pyqinfer.load(b.model([("x", [1, 2, 6, 6])], [mp]))
+    x = np.random.default_rng(0).normal(size=(1, 2, 6, 6)).astype(np.float32)
+    xv = quant_np(x.astype(np.float64), 2 ** -4, 0, 8)[1]
+    conv = np.array([[[[xv[0, :, i:i + 3, j:j + 3].sum() for j in range(4)] for i in range(4)] for _ in range(2)]])
+    want = conv.reshape(1, 2, 2, 2, 2, 2).max(axis=(3, 5))
+    np.testing.assert_allclose(m(x), want, rtol=1e-6)
+    assert any(r["kind"] == "AffineChain" and not r["exact"] for r in m.layers())

@@ -324,8 +324,27 @@ class QonnxImporter:
             return True
         for i in n.input:
             if i in self.aview:
+                self.check_float_tail(n, i)
                 self.materialize(i)
         return False
+
+    def check_float_tail(self, n, name):
+        """An unquantized real value may leave the integer domain only toward float outputs: if a
+        QONNX quantizer depends on n's output, running n in float would break exactness."""
+        from .onnx import QONNX_DOMAINS
+        cons, seen, stack = self.imp.consumers, set(), list(n.output)
+        while stack:
+            t = stack.pop()
+            for c in cons.get(t, []):
+                if id(c) in seen:
+                    continue
+                seen.add(id(c))
+                if (c.domain or "") in QONNX_DOMAINS:
+                    raise _u(n, f"runs on {name!r}, the real value of an integer layer before its quantizer, and "
+                                f"its result reaches {c.op_type} {c.name!r}: this cannot be computed exactly "
+                                f"(only Add/Sub/Mul/Div by constants, BatchNormalization, Relu, Clip may stand "
+                                f"between a layer and its quantizer; quantize before this op)")
+                stack.extend(o for o in c.output if o)
 
     # ---- Quant
     def op_Quant(self, n):

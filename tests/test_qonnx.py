@@ -525,3 +525,28 @@ def test_float_op_between_layer_and_quantizer_is_rejected():
     want = conv.reshape(1, 2, 2, 2, 2, 2).max(axis=(3, 5))
     np.testing.assert_allclose(m(x), want, rtol=1e-6)
     assert any(r["kind"] == "AffineChain" and not r["exact"] for r in m.layers())
+
+
+def test_residual_add_of_quantized_tensors_is_qonnx_float32(tmp_path):
+    """Add of two Quant outputs, then Quant: QONNX's float32 execution, reproduced bit for bit;
+    the legacy domain onnx.brevitas is read as QONNX."""
+    rng = np.random.default_rng(3)
+    b = Builder()
+    a = b.quant("x", 0.0371, 2, 8, signed=0)
+    c = b.quant("x2", 0.0213, -3, 6)
+    y = b.quant(b.op("Add", [a, c]), 0.047, 1, 5, signed=0, mode="HALF_DOWN", name="y")
+    for nd in b.nodes:
+        if nd.domain == Q:
+            nd.domain = "onnx.brevitas"
+    g = helper.make_graph(b.nodes, "res", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 7])
+                                            for n in ("x", "x2")],
+                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, [3, 7])], b.inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11), helper.make_opsetid("onnx.brevitas", 1)])
+    mod = load_rt(m, tmp_path)
+    x, x2 = (rng.normal(size=(2, 3, 7)) * 2).astype(np.float32)
+    got = mod.run({"x": x, "x2": x2})[y]
+    f = np.float32
+    av = ((quant_f32(x, 0.0371, 2, 8, 0).astype(f) - f(2)) * f(0.0371)).astype(f)
+    cv = ((quant_f32(x2, 0.0213, -3, 6).astype(f) - f(-3)) * f(0.0213)).astype(f)
+    yc = quant_f32((av + cv).astype(f), 0.047, 1, 5, 0, mode="HALF_DOWN")
+    np.testing.assert_array_equal(got, ((yc - 1) * np.float64(f(0.047))).astype(f))

@@ -218,8 +218,34 @@ def build_multi_threshold(plan, n, st):
         r = ops.multi_threshold(xx, T, osc, obi, data_layout=lay, out_dtype=odt, lut=lut)
         return r.astype(np.float32) if (lut is None and odt is None) else r
 
+    # integer input, integer thresholds and an integer output: per-channel searchsorted on
+    # contiguous rows (the thresholds of a channel stay in L1), exact integer comparisons
+    int_fast = (T.dtype.kind in "iu" and lut is None and odt is not None
+                and float(osc if osc is not None else 1) == int(osc if osc is not None else 1)
+                and float(obi if obi is not None else 0) == int(obi if obi is not None else 0))
+    if int_fast:
+        o_s, o_b = int(osc if osc is not None else 1), int(obi if obi is not None else 0)
+        info = np.iinfo(np.dtype(odt))
+        ends = (o_b, o_b + o_s * T.shape[1])
+        int_fast = info.min <= min(ends) and max(ends) <= info.max
+    Tsorted = np.sort(T.astype(np.int64), axis=1) if int_fast else None
+
+    def int_count(x, ax):
+        C = x.shape[ax]
+        if Tsorted.shape[0] not in (1, C):
+            raise ValueError(f"thresholds have {Tsorted.shape[0]} rows but x has {C} channels")
+        xt = np.ascontiguousarray(np.moveaxis(x, ax, 0)).reshape(C, -1)
+        cnt = np.empty(xt.shape, np.int64)
+        for c in range(C):
+            row = xt[c].astype(np.int64) if sign is None else xt[c].astype(np.int64) * sign[c]
+            cnt[c] = np.searchsorted(Tsorted[0 if Tsorted.shape[0] == 1 else c], row, side="right")
+        y = (cnt * o_s + o_b).astype(odt).reshape((C,) + tuple(np.delete(x.shape, ax)))
+        return np.ascontiguousarray(np.moveaxis(y, 0, ax))
+
     def f(x):
         try:
+            if int_fast and x.dtype.kind in "iu" and x.dtype.itemsize >= 2 and x.ndim >= 1:
+                return int_count(x, _axis(x.ndim, layout))
             if x.dtype in (np.uint8, np.int8) and x.ndim >= 1:   # 8-bit input: a [C, 256] table, built once
                 ax = _axis(x.ndim, layout)
                 C = x.shape[ax]
@@ -235,7 +261,8 @@ def build_multi_threshold(plan, n, st):
         except (TypeError, ValueError) as e:
             raise _err(n, str(e)) from None
     st.fast = st.slow = f
-    st.kernel = "numpy thresholds" + (" (8-bit input: table)" if t_x.dtype in (np.uint8, np.int8) else " (searchsorted)")
+    st.kernel = "numpy thresholds" + (" (8-bit input: table)" if t_x.dtype in (np.uint8, np.int8) else
+                                      " (searchsorted per channel, int64)" if int_fast else " (searchsorted per channel)")
     st.info = {"thresholds": f"{T.shape[0]}x{T.shape[1]}", "source": n.attrs.get("source")}
 
 

@@ -121,6 +121,18 @@ def load_rt(m, tmp_path):
 
 
 # ---------------------------------------------------------------- MLP, all rounding modes (float64 oracle)
+def mlp_model(W1, W2, b1, sw1, zy, bits, signed, narrow, mode):
+    b = Builder()
+    xq = b.quant("x", 2 ** -2, 0, 8)
+    w1 = b.quant(b.c(W1, "W"), sw1, 0, 4, narrow=1)
+    h = b.op("Add", [b.op("MatMul", [xq, w1]), b.c(b1, "bias")])
+    hr = b.op("Relu", [h])
+    hq = b.quant(hr, 2 ** -1, zy, bits, signed=signed, narrow=narrow, mode=mode, name="hq")
+    w2 = b.quant(b.c(W2, "W"), 2 ** -5, 0, 8, narrow=1)
+    out = b.op("MatMul", [hq, w2])
+    return b.model([("x", ["N", W1.shape[0]])], ["hq", out]), out
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("signed,narrow,bits", [(0, 0, 4), (1, 1, 3), (1, 0, 8), (0, 1, 2)])
 def test_mlp_rounding_modes_float64_oracle(mode, signed, narrow, bits, tmp_path):
@@ -131,15 +143,8 @@ def test_mlp_rounding_modes_float64_oracle(mode, signed, narrow, bits, tmp_path)
     b1 = (rng.integers(-64, 64, H) * 2.0 ** -5).astype(np.float32)   # dyadic: exact ties happen
     sw1 = (2.0 ** rng.integers(-3, -1, (1, H))).astype(np.float32)   # per-column power-of-two scales
     zy = 1 if not signed else -1
-    b = Builder()
-    xq = b.quant("x", 2 ** -2, 0, 8)
-    w1 = b.quant(b.c(W1, "W"), sw1, 0, 4, narrow=1)
-    h = b.op("Add", [b.op("MatMul", [xq, w1]), b.c(b1, "bias")])
-    hr = b.op("Relu", [h])
-    hq = b.quant(hr, 2 ** -1, zy, bits, signed=signed, narrow=narrow, mode=mode, name="hq")
-    w2 = b.quant(b.c(W2, "W"), 2 ** -5, 0, 8, narrow=1)
-    out = b.op("MatMul", [hq, w2])
-    m = load_rt(b.model([("x", ["N", K])], ["hq", out]), tmp_path)
+    mm, out = mlp_model(W1, W2, b1, sw1, zy, bits, signed, narrow, mode)
+    m = load_rt(mm, tmp_path)
     x = (rng.normal(size=(33, K)) * 2).astype(np.float32)
     got = m.run({"x": x})
     _, xv = quant_np(x.astype(np.float64), 2 ** -2, 0, 8)
@@ -550,3 +555,32 @@ def test_residual_add_of_quantized_tensors_is_qonnx_float32(tmp_path):
     cv = ((quant_f32(x2, 0.0213, -3, 6).astype(f) - f(-3)) * f(0.0213)).astype(f)
     yc = quant_f32((av + cv).astype(f), 0.047, 1, 5, 0, mode="HALF_DOWN")
     np.testing.assert_array_equal(got, ((yc - 1) * np.float64(f(0.047))).astype(f))
+
+
+# ---------------------------------------------------------------- optional oracle: QONNX's own executor
+@pytest.mark.parametrize("mode", MODES + ["HALF_EVEN"])
+def test_against_qonnx_execute_onnx(mode):
+    """When the qonnx package is importable: its execute_onnx (float32, standard ops through
+    ONNX Runtime) gives the same codes on a model whose float32 arithmetic is exact (dyadic)."""
+    onnx_exec = pytest.importorskip("qonnx.core.onnx_exec")
+    from qonnx.core.modelwrapper import ModelWrapper
+    rng = np.random.default_rng(99)
+    K, H, N = 16, 12, 5
+    W1, W2 = rng.normal(size=(K, H)).astype(np.float32), rng.normal(size=(H, N)).astype(np.float32)
+    b1 = (rng.integers(-64, 64, H) * 2.0 ** -5).astype(np.float32)
+    sw1 = (2.0 ** rng.integers(-3, -1, (1, H))).astype(np.float32)
+    m, out = mlp_model(W1, W2, b1, sw1, 1, 4, 0, 0, mode)
+    x = (rng.normal(size=(64, K)) * 2).astype(np.float32)
+    from qonnx.transformation.infer_shapes import InferShapes
+    mq = onnx.ModelProto()
+    mq.CopyFrom(m)
+    del mq.graph.output[:]
+    mq.graph.output.extend([helper.make_tensor_value_info("hq", TensorProto.FLOAT, [64, H]),
+                            helper.make_tensor_value_info(out, TensorProto.FLOAT, [64, N])])
+    mw = ModelWrapper(mq)
+    mw.set_tensor_shape("x", [64, K])
+    mw = mw.transform(InferShapes())
+    ctx = onnx_exec.execute_onnx(mw, {"x": x})
+    got = pyqinfer.load(m).run({"x": x})
+    np.testing.assert_array_equal(got["hq"], ctx["hq"])
+    np.testing.assert_allclose(got[out], ctx[out], rtol=1e-6, atol=1e-6)

@@ -31,6 +31,15 @@ CHAIN_OPS = ("Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "Clip", "
 _BIG = 1 << 40          # beyond any int32 / 8-bit source value: an always/never threshold
 
 
+def _mode(n, a, default):
+    """The rounding_mode attribute, upper case; HALF_EVEN is QONNX's alias of ROUND."""
+    mode = str(a.get("rounding_mode", default)).upper()
+    mode = "ROUND" if mode == "HALF_EVEN" else mode
+    if mode not in ROUNDING_MODES:
+        raise _u(n, f"rounding_mode {mode!r} is not one of {list(ROUNDING_MODES) + ['HALF_EVEN']}")
+    return mode
+
+
 def int_range(signed, narrow, bits):
     """QONNX min_int / max_int (narrow applies to unsigned too, as QONNX's code does)."""
     if signed:
@@ -276,9 +285,7 @@ class QonnxImporter:
         narrow = int(a.get("narrow", 0))
         if signed not in (0, 1) or narrow not in (0, 1):
             raise _u(n, f"attributes signed={signed}, narrow={narrow} must be 0 or 1")
-        mode = str(a.get("rounding_mode", "ROUND")).upper()
-        if mode not in ROUNDING_MODES:
-            raise _u(n, f"rounding_mode {mode!r} is not one of {list(ROUNDING_MODES)}")
+        mode = _mode(n, a, "ROUND")
         lim = (2, 8) if activation else (2, 32 if signed else 31)
         if not lim[0] <= bits <= lim[1] and not (bits == 1 and signed):
             raise _u(n, f"bit width {bits} is outside [{lim[0]}, {lim[1]}]")
@@ -468,9 +475,7 @@ class QonnxImporter:
         src, qp, _ = imp.view[x]
         if qp.per_channel:
             raise _u(n, "per-channel input is not supported")
-        mode = str(a.get("rounding_mode", "FLOOR")).upper()
-        if mode not in ROUNDING_MODES:
-            raise _u(n, f"rounding_mode {mode!r} is not one of {list(ROUNDING_MODES)}")
+        mode = _mode(n, a, "FLOOR")
         signed, narrow = int(a.get("signed", 1)), int(a.get("narrow", 0))
         ins = list(n.input)
         s = self.const(n, ins[1], "the scale").astype(np.float32).reshape(-1)

@@ -584,3 +584,26 @@ def test_against_qonnx_execute_onnx(mode):
     got = pyqinfer.load(m).run({"x": x})
     np.testing.assert_array_equal(got["hq"], ctx["hq"])
     np.testing.assert_allclose(got[out], ctx[out], rtol=1e-6, atol=1e-6)
+
+
+def test_quant_weight_through_transpose_and_reshape():
+    """torch Linear as exported: Quant(W [out, in], per-row scale) -> Transpose -> MatMul; and a reshape."""
+    rng = np.random.default_rng(4)
+    K, N = 6, 4
+    W = rng.normal(size=(N, K)).astype(np.float32)
+    sw = (2.0 ** rng.integers(-5, -3, (N, 1))).astype(np.float32)
+    b = Builder()
+    xq = b.quant("x", 2 ** -3, 0, 8)
+    wt = b.op("Transpose", [b.quant(b.c(W, "W"), sw, 0, 6, narrow=1)], perm=[1, 0])
+    y = b.quant(b.op("MatMul", [xq, wt]), 2 ** -2, 0, 8, name="y")
+    W2 = rng.normal(size=(2, 12)).astype(np.float32)
+    w2 = b.op("Reshape", [b.quant(b.c(W2, "W"), 2 ** -4, 0, 8), b.c(np.array([6, 4], np.int64), "shape")])
+    y2 = b.op("MatMul", [xq, w2])
+    m = pyqinfer.load(b.model([("x", [3, K])], [y, y2]))
+    x = rng.normal(size=(3, K)).astype(np.float32)
+    got = m.run({"x": x})
+    xv = quant_np(x.astype(np.float64), 2 ** -3, 0, 8)[1]
+    wv = quant_np(W.astype(np.float64), sw.astype(np.float64), 0, 6, narrow=1)[1]
+    np.testing.assert_array_equal(got[y], quant_np(xv @ wv.T, 2 ** -2, 0, 8)[1].astype(np.float32))
+    w2v = quant_np(W2.astype(np.float64), 2 ** -4, 0, 8)[1].reshape(6, 4)
+    np.testing.assert_allclose(got[y2], xv @ w2v, rtol=1e-6)

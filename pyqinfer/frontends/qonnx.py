@@ -326,6 +326,9 @@ class QonnxImporter:
         data = n.input[0] if n.input else ""
         if op in CHAIN_OPS and (data in self.aview or data in imp.view) and self.chain(n):
             return True
+        if op in ("Transpose", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze") and data in self.qw:
+            self.move_weight(n)
+            return True
         if op in ("Conv", "MatMul", "Gemm") and data in imp.view and len(n.input) > 1 and n.input[1] in self.qw:
             self.layer(n)
             return True
@@ -352,6 +355,44 @@ class QonnxImporter:
                                 f"(only Add/Sub/Mul/Div by constants, BatchNormalization, Relu, Clip may stand "
                                 f"between a layer and its quantizer; quantize before this op)")
                 stack.extend(o for o in c.output if o)
+
+    def move_weight(self, n):
+        """Data movement of a Quant-folded constant (e.g. Quant(W) -> Transpose -> MatMul): the codes move,
+        the quantization axis follows (Transpose), or must be per tensor (reshapes)."""
+        q, qp, signed, bits = self.qw[n.input[0]]
+        a = _attrs(n)
+        op = n.op_type
+        if op == "Transpose":
+            perm = list(a.get("perm", range(q.ndim)[::-1]))
+            q2 = np.transpose(q, perm)
+            qp2 = qp if not qp.per_channel else QParams(qp.scale, qp.zero_point, perm.index(qp.axis), qp.bits)
+        elif op == "Identity":
+            q2, qp2 = q, qp
+        else:
+            if qp.per_channel:
+                raise _u(n, "reshaping a per-channel quantized constant is not supported")
+            try:
+                if op == "Reshape":
+                    from .onnx import _reshape
+                    q2 = _reshape(q, self.const(n, n.input[1], "the shape"), a.get("allowzero", 0))
+                elif op == "Flatten":
+                    ax = a.get("axis", 1) % max(q.ndim, 1)
+                    q2 = q.reshape(int(np.prod(q.shape[:ax])), -1)
+                else:
+                    axes = a.get("axes")
+                    if axes is None and len(n.input) > 1 and n.input[1]:
+                        axes = [int(v) for v in self.const(n, n.input[1], "axes")]
+                    if op == "Squeeze":
+                        q2 = np.squeeze(q, None if axes is None else tuple(axes))
+                    else:
+                        q2 = q
+                        for ax in sorted(int(v) % (q.ndim + len(axes)) for v in axes):
+                            q2 = np.expand_dims(q2, ax)
+            except (ValueError, TypeError) as e:
+                raise _u(n, f"cannot apply to the constant of shape {list(q.shape)}: {e}") from None
+            qp2 = qp
+        self.qw[n.output[0]] = (np.ascontiguousarray(q2), qp2, signed, bits)
+        self.imp.qconst[n.output[0]] = (np.ascontiguousarray(q2), qp2)
 
     # ---- Quant
     def op_Quant(self, n):

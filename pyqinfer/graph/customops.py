@@ -244,7 +244,7 @@ def build_multi_threshold(plan, n, st):
 
     def f(x):
         try:
-            if int_fast and x.dtype.kind in "iu" and x.dtype.itemsize >= 2 and x.ndim >= 1:
+            if int_fast and x.dtype.kind in "iu" and 2 <= x.dtype.itemsize and x.dtype != np.uint64 and x.ndim >= 1:
                 return int_count(x, _axis(x.ndim, layout))
             if x.dtype in (np.uint8, np.int8) and x.ndim >= 1:   # 8-bit input: a [C, 256] table, built once
                 ax = _axis(x.ndim, layout)

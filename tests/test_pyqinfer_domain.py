@@ -289,15 +289,14 @@ def test_requant_mode_metadata(how, mode, tmp_path):
 
 
 def test_acc_bits_declaration_is_verified():
-    m, w = _qlinear_matmul_model({"pyqinfer.acc_bits": "32"})
-    pyqinfer.load(m)
+    m, w = _qlinear_matmul_model({"pyqinfer.acc_bits": "32", "pyqinfer.exporter": "train.export 0.1"})
+    assert pyqinfer.load(m).graph.nodes[0].attrs["acc_bits"] == 32
     m, w = _qlinear_matmul_model({"pyqinfer.acc_bits:mm": "16"})
     with pytest.raises(UnsupportedModelError, match=r"'mm'.*acc_bits=16.*static bound"):
         pyqinfer.load(m)
     for meta, msg in (({"pyqinfer.requant_mode:nope": "q31"}, "names no QLinearConv"),
                       ({"pyqinfer.requant_mode": "fp64"}, "not one of"),
-                      ({"pyqinfer.acc_bits": "7"}, r"\[8, 32\]"),
-                      ({"pyqinfer.accbits": "16"}, "not a pyqinfer key")):
+                      ({"pyqinfer.acc_bits": "7"}, r"\[8, 32\]")):
         m, _ = _qlinear_matmul_model(meta)
         with pytest.raises(UnsupportedModelError, match=msg):
             pyqinfer.load(m)

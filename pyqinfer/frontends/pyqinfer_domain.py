@@ -379,8 +379,7 @@ def apply_metadata(proto, graph):
     for key, value in model_kv.items():
         base, _, name = key.partition(":")
         if base not in ("pyqinfer.requant_mode", "pyqinfer.acc_bits"):
-            raise UnsupportedModelError(f"metadata_props key {key!r} is not a pyqinfer key "
-                                        f"(pyqinfer.requant_mode[:node], pyqinfer.acc_bits[:node])")
+            continue      # other pyqinfer.* keys are free (provenance)
         if name and name not in targets:
             raise UnsupportedModelError(f"metadata_props key {key!r} names no QLinearConv/QLinearMatMul node "
                                         f"(nodes: {sorted(targets)[:8]})")

@@ -36,6 +36,8 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("pyqinfer.frontends.onnx needs the 'onnx' package (pip install onnx)") from e
 
 MS = "com.microsoft"
+#: QONNX / Brevitas custom-op domains (docs/model-format.md section 11).
+QONNX_DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas", "finn.custom_op.general")
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 
 #: ONNX data movement ops run on integers (QOperator) or with QDQ around them.
@@ -111,6 +113,10 @@ class _Importer:
         self.done: set = set()                       # ids of ONNX nodes consumed by a fusion
         self.needed_views: set = set()
         self.counter = 0
+        self.qonnx = None                            # the QONNX handler when the model uses a QONNX domain
+        if any((nd.domain or "") in QONNX_DOMAINS for nd in self.g.node):
+            from .qonnx import QonnxImporter
+            self.qonnx = QonnxImporter(self)
 
     # ---------------------------------------------------------------- helpers
     def fresh(self, base):
@@ -227,7 +233,11 @@ class _Importer:
             if id(n) in self.done:
                 continue
             self.node(n)
+        if self.qonnx is not None:
+            self.qonnx.finish()
         self.finish()
+        from .pyqinfer_domain import apply_metadata
+        apply_metadata(self.proto, self.out)
         return self.out
 
     def sorted_nodes(self):
@@ -290,6 +300,10 @@ class _Importer:
 
     def fmt(self):
         kinds = {n.op_type for n in self.g.node}
+        if self.qonnx is not None:
+            return "qonnx"
+        if any((n.domain or "") == "pyqinfer" for n in self.g.node):
+            return "onnx-pyqinfer"
         if kinds & {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "MatMulInteger", "ConvInteger"}:
             return "onnx-qoperator"
         if "DequantizeLinear" in kinds:
@@ -382,6 +396,14 @@ class _Importer:
     # ---------------------------------------------------------------- nodes
     def node(self, n):
         dom = n.domain or "ai.onnx"
+        if dom == "pyqinfer":
+            from . import pyqinfer_domain
+            return pyqinfer_domain.import_node(self, n)
+        if self.qonnx is not None:
+            if dom in QONNX_DOMAINS:
+                return self.qonnx.custom_node(n)
+            if dom == "ai.onnx" and self.qonnx.intercept(n):
+                return
         if dom not in ("ai.onnx", MS):
             raise _unsupported(n, f"domain {dom!r} is not supported (pyqinfer reads ai.onnx and com.microsoft)")
         if dom == "ai.onnx" and self.try_fold(n):
@@ -472,6 +494,14 @@ class _Importer:
             return False
         if op in ("Conv", "MatMul", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "Concat") + LUT_OPS:
             q = self.only_q_consumer(n.output[0])
+            if q is None and op == "Conv":
+                bn = self.only_bn_consumer(n.output[0])
+                q = self.only_q_consumer(bn.output[0]) if bn is not None else None
+                if q is not None:   # DQ -> Conv -> BatchNormalization -> Q: BN folded (model-format 12)
+                    self.fuse_Conv(n, q, bn)
+                    self.done.add(id(bn))
+                    self.done.add(id(q))
+                    return True
             if q is None:
                 return False  # runs in float after a materialized DequantizeLinear
             fn = getattr(self, f"fuse_{op}", None) or self.fuse_lut
@@ -529,7 +559,53 @@ class _Importer:
                                   "pyqinfer and ONNX Runtime's fused kernels need bias scale = x_scale * w_scale")
         return np.ascontiguousarray(arr.reshape(-1).astype(np.int32))
 
-    def fuse_Conv(self, n, q):
+    def only_bn_consumer(self, name):
+        cons = self.consumers.get(name, [])
+        if name in self.graph_outputs or len(cons) != 1 or cons[0].op_type != "BatchNormalization":
+            return None
+        bn = cons[0]
+        if (bn.domain or "ai.onnx") != "ai.onnx" or bn.input[0] != name or (len(bn.output) > 1 and any(bn.output[1:])):
+            return None
+        return bn
+
+    def bn_params(self, bn, OC):
+        """(a, c) float32 [OC] of a BatchNormalization (model-format 12), UnsupportedModelError otherwise."""
+        from .qonnx import bn_affine
+        a = _attrs(bn)
+        if a.get("training_mode", 0):
+            raise _unsupported(bn, "training_mode=1 is not supported")
+        if len(bn.input) < 5:
+            raise _unsupported(bn, "needs scale, B, mean and var inputs")
+        vals = [np.asarray(self.get_const(bn, i, nm), np.float32).reshape(-1)
+                for i, nm in zip(bn.input[1:5], ("scale", "B", "input_mean", "input_var"))]
+        if any(v.size not in (1, OC) for v in vals):
+            raise _unsupported(bn, f"parameters must have {OC} values (the convolution's output channels)")
+        vals = [np.broadcast_to(v, (OC,)) for v in vals]
+        return bn_affine(*vals, np.float32(a.get("epsilon", 1e-5)))
+
+    def fold_bn_requant(self, n, bn, w, wqp, bias, x_scale):
+        """w_scale' = fl32(w_scale * a), bias' = bias + rne(c / (x_scale * w_scale')) (model-format 12)."""
+        from fractions import Fraction
+        OC = w.shape[0]
+        a, c = self.bn_params(bn, OC)
+        if not (np.all(np.isfinite(a)) and np.all(a > 0) and np.all(np.isfinite(c))):
+            raise _unsupported(bn, "folding needs a finite BatchNormalization multiplier "
+                                   "gamma / sqrt(var + eps) > 0 on every channel")
+        ws = np.broadcast_to(wqp.scale, (OC,)).astype(np.float32)
+        ws2 = (ws * a).astype(np.float32)
+        if not (np.all(np.isfinite(ws2)) and np.all(ws2 > 0)):
+            raise _unsupported(bn, "the folded weight scale w_scale * a is not a normal float32")
+        b0 = np.zeros(OC, np.int64) if bias is None else bias.astype(np.int64)
+        xs = Fraction(float(np.float32(x_scale)))
+        adj = np.array([round(Fraction(float(cv)) / (xs * Fraction(float(wv)))) for cv, wv in zip(c, ws2)],
+                       dtype=object)
+        b1 = np.array([int(b) + int(d) for b, d in zip(b0, adj)], dtype=object)
+        if any(v < -(2 ** 31) or v > 2 ** 31 - 1 for v in b1):
+            raise _unsupported(bn, "the folded bias overflows int32")
+        zp = np.broadcast_to(wqp.zero_point, (OC,)).astype(np.int64)
+        return QParams(ws2, zp, 0, wqp.bits), np.asarray(b1, dtype=np.int64).astype(np.int32)
+
+    def fuse_Conv(self, n, q, bn=None):
         a = _attrs(n)
         xname = n.input[0]
         _, xqp, _ = self.view[xname]
@@ -544,10 +620,14 @@ class _Importer:
             raise _unsupported(n, f"per-channel weights must be quantized along axis 0 (output channels), "
                                   f"got axis {wqp.axis}")
         bias = self.bias(n, n.input[2] if len(n.input) > 2 else "", xqp.scale[0], wqp.scale)
+        attrs = self.conv_attrs(n, a, w.shape)
+        if bn is not None:
+            wqp, bias = self.fold_bn_requant(n, bn, w, wqp, bias, xqp.scale[0])
+            attrs["fused"] = [f"BatchNormalization {bn.name or bn.output[0]} (folded, model-format 12)"]
         y, dt, yqp = self.q_out(q)
         x = self.int_view(n, xname, xqp)
         self.tensor(y, dt, yqp)
-        self.emit("QLinearConv", n.name or y, [x], [y], self.conv_attrs(n, a, w.shape),
+        self.emit("QLinearConv", n.name or y, [x], [y], attrs,
                   {"w": w, "w_scale": wqp.scale, "w_zero_point": wqp.zero_point, "bias": bias,
                    "w_bits": np.array(wqp.bits)})
 
@@ -1081,9 +1161,45 @@ class _Importer:
 
     # ---- float ops
     def op_BatchNormalization(self, n):
-        raise _unsupported(n, "BatchNormalization is not supported: fold it into the preceding convolution "
-                              "before quantizing (onnxruntime.quantization.quant_pre_process or the exporter "
-                              "does this); a BatchNormalization between quantized tensors cannot be run exactly")
+        """After a float Conv with constant weights (its only consumer): folded in float32 (model-format 12)."""
+        x = n.input[0]
+        prod = [p for p in self.out.nodes if x in p.outputs]
+        p = prod[0] if prod else None
+        ok = (p is not None and p.kind == "FloatOp" and p.attrs.get("op") == "Conv" and x not in self.graph_outputs
+              and len(self.consumers.get(x, [])) == 1 and len(p.inputs) >= 2
+              and all(i in self.out.constants for i in p.inputs[1:] if i)
+              and not (len(n.output) > 1 and any(n.output[1:])))
+        if not ok:
+            raise _unsupported(n, "BatchNormalization is supported only right after a convolution: a float Conv "
+                                  "with constant weights, or DequantizeLinear -> Conv -> BatchNormalization -> "
+                                  "QuantizeLinear (docs/model-format.md section 12); otherwise fold it into the "
+                                  "preceding convolution before quantizing (onnxruntime.quantization."
+                                  "quant_pre_process or the exporter does this)")
+        W = np.asarray(self.out.constants[p.inputs[1]], np.float32)
+        OC = W.shape[0]
+        f = np.float32
+        a = _attrs(n)
+        vals = [np.asarray(self.get_const(n, i, nm), f).reshape(-1)
+                for i, nm in zip(n.input[1:5], ("scale", "B", "input_mean", "input_var"))]
+        if any(v.size not in (1, OC) for v in vals):
+            raise _unsupported(n, f"parameters must have {OC} values (the convolution's output channels)")
+        g, beta, mean, var = (np.broadcast_to(v, (OC,)) for v in vals)
+        with np.errstate(all="ignore"):
+            s = (g / np.sqrt((var + f(a.get("epsilon", 1e-5))).astype(f)).astype(f)).astype(f)
+            b = np.asarray(self.out.constants[p.inputs[2]], f).reshape(-1) if len(p.inputs) > 2 and p.inputs[2] \
+                else np.zeros(OC, f)
+            W2 = (W * s.reshape(-1, *([1] * (W.ndim - 1)))).astype(f)
+            b2 = ((((b - mean).astype(f)) * s).astype(f) + beta).astype(f)
+        wn, bname = self.fresh(p.inputs[1]), self.fresh(f"{n.name or 'bn'}_bias")
+        for name, arr in ((wn, W2), (bname, b2)):
+            self.out.constants[name] = np.ascontiguousarray(arr)
+            self.tensor(name, np.float32, None, arr.shape)
+        y = n.output[0]
+        self.tensor(y, np.float32)
+        p.inputs = [p.inputs[0], wn, bname]
+        p.outputs = [y]
+        p.attrs["fused"] = [f"BatchNormalization {n.name or y} (folded)"]
+        self.out.tensors.pop(x, None)
 
     def float_op(self, n):
         op = n.op_type

@@ -121,6 +121,26 @@ KINDS: Dict[str, Tuple[str, str, str, str]] = {
     "Requantize": ("x int32", "", "clip (lo,hi)|None", "int32 with x's scale -> y (semantics 11.6)"),
     "QuantizeLinear": ("x float32", "", "", "float -> y's qparams (semantics 5, rule onnx)"),
     "DequantizeLinear": ("x int", "", "", "x's qparams -> float32"),
+    # pyqinfer domain and QONNX (docs/model-format.md sections 9 and 11)
+    "ShiftMatMul": ("a [..., K] (uint8/int8/int16/int32)",
+                    "signs, exponents int8 [T,K,N], w_scale float32 [1|N] (S_eff), bias int32 [N]|None",
+                    "rule, acc_bits, mode, clip (lo,hi)|None, scheme (description); output int32 when y has no qparams",
+                    "shift-code weights: semantics 12.2 accumulation, 12.4 requantization"),
+    "ShiftConv": ("x [N,C,H,W]", "signs, exponents int8 [T,OC,C,KH,KW], w_scale [1|OC] (S_eff), bias int32 [OC]|None",
+                  "strides, pads, dilations, rule, acc_bits, mode, clip, scheme",
+                  "2-D convolution (group 1) with shift-code weights"),
+    "MultiThreshold": ("x (float or integer)",
+                       "thresholds [C|1,B] (float64 or int64), sign int64 [C]|None (count on sign*x), lut [C|1,B+1]|None",
+                       "data_layout ('NCHW'|'NHWC', QONNX channel rule), out_scale, out_bias, out_dtype (None: float32)",
+                       "count = #{t: x >= T[c,t]} (semantics 13), then out_scale*count+out_bias or lut[c,count]"),
+    "PWLQMatMul": ("a [..., K] uint8/int8", "region uint8 [K,N], q int8 [K,N], m, p, s_c, s_t float32 [N], bias int32|None",
+                   "bits, clip", "piecewise-linear weights (semantics 14), pwlq_linear"),
+    "QonnxQuant": ("x float32", "", "rounding_mode, lo, hi",
+                   "QONNX Quant of a float tensor in float32: clamp(mode(fl32(fl32(x/s) + z)), lo, hi) -> y's qparams; "
+                   "rounding_mode 'BIPOLAR' gives where(x >= 0, 1, -1)"),
+    "AffineChain": ("x int", "A, B float64 [C|1]", "chain [('affine', a, c) | ('clip', lo, hi)], data_layout",
+                    "float32 value of an integer tensor: v = A[c]*x + B[c] then the chain, float64, rounded once "
+                    "(a QONNX float tail; not bit-exact with QONNX's float32 evaluation)"),
     # data movement (no arithmetic; output keeps the input's qparams)
     "Reshape": ("x", "", "shape (ONNX: 0 copies, -1 infers), allowzero", ""),
     "Flatten": ("x", "", "axis", ""),
@@ -139,7 +159,8 @@ KINDS: Dict[str, Tuple[str, str, str, str]] = {
 
 INTEGER_COMPUTE = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QLinearAdd",
                    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "Requantize",
-                   "Rescale", "Lookup", "Clip", "MaxPool", "QuantizeLinear", "DequantizeLinear")
+                   "Rescale", "Lookup", "Clip", "MaxPool", "QuantizeLinear", "DequantizeLinear",
+                   "ShiftMatMul", "ShiftConv", "MultiThreshold", "PWLQMatMul", "QonnxQuant")
 
 
 @dataclass

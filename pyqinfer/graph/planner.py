@@ -33,6 +33,7 @@ from .. import _core
 from .. import ops
 from ..ops.conv import _auto_pads
 from . import UnsupportedModelError
+from . import customops
 from .ir import Graph, Node
 
 NHWC, NCHW = "NHWC", "NCHW"
@@ -205,7 +206,8 @@ class Plan:
             clip = n.attrs.get("clip")
             lo, hi = ops.activation_bounds(clip, float(yq.scale[0]), zy, t_y.dtype)
             try:
-                rq = _core.derive_requant("fp32", float(xq.scale[0]), n.params["w_scale"], float(yq.scale[0]), OC)
+                rq = _core.derive_requant(n.attrs.get("mode") or "fp32", float(xq.scale[0]), n.params["w_scale"],
+                                          float(yq.scale[0]), OC)
             except ValueError as e:
                 raise _err(n, f"requantization scale: {e}") from None
         core_w = pw._core
@@ -237,7 +239,7 @@ class Plan:
                 if int32_out:
                     return ops.conv_integer(x, pw, xdt.type(za), **kw)
                 return ops.qlinear_conv(x, float(xq.scale[0]), xdt.type(za), pw, n.params["w_scale"], None,
-                                        float(yq.scale[0]), t_y.dtype.type(zy), bias, mode="fp32",
+                                        float(yq.scale[0]), t_y.dtype.type(zy), bias, mode=n.attrs.get("mode") or "fp32",
                                         clip=(lo, hi), **kw)
             except (TypeError, ValueError) as e:
                 raise _err(n, str(e)) from None
@@ -299,7 +301,8 @@ class Plan:
             zy = int(yq.zero_point[0])
             lo, hi = ops.activation_bounds(n.attrs.get("clip"), float(yq.scale[0]), zy, t_y.dtype)
             try:
-                rq = _core.derive_requant("fp32", float(xq.scale[0]), n.params["w_scale"], float(yq.scale[0]), N)
+                rq = _core.derive_requant(n.attrs.get("mode") or "fp32", float(xq.scale[0]), n.params["w_scale"],
+                                          float(yq.scale[0]), N)
             except ValueError as e:
                 raise _err(n, f"requantization scale: {e}") from None
         core_w = pw._core
@@ -327,7 +330,8 @@ class Plan:
                 if int32_out:
                     return ops.matmul_integer(x, pw, xdt.type(za))
                 return ops.qlinear_matmul(x, float(xq.scale[0]), xdt.type(za), pw, n.params["w_scale"], None,
-                                          float(yq.scale[0]), t_y.dtype.type(zy), bias, mode="fp32", clip=(lo, hi))
+                                          float(yq.scale[0]), t_y.dtype.type(zy), bias, mode=n.attrs.get("mode") or "fp32",
+                                          clip=(lo, hi))
             except (TypeError, ValueError) as e:
                 raise _err(n, str(e)) from None
 
@@ -756,6 +760,25 @@ class Plan:
                 idx = cache[key] = [index(i, o, s) for i, o, s in zip(x.shape, out, scales)]
             return x[np.ix_(*idx)]
         st.fast = st.slow = f
+
+    # --- pyqinfer domain and QONNX kinds (customops.py)
+    def _build_ShiftMatMul(self, n, st):
+        customops.build_shift_matmul(self, n, st)
+
+    def _build_ShiftConv(self, n, st):
+        customops.build_shift_conv(self, n, st)
+
+    def _build_MultiThreshold(self, n, st):
+        customops.build_multi_threshold(self, n, st)
+
+    def _build_PWLQMatMul(self, n, st):
+        customops.build_pwlq_matmul(self, n, st)
+
+    def _build_QonnxQuant(self, n, st):
+        customops.build_qonnx_quant(self, n, st)
+
+    def _build_AffineChain(self, n, st):
+        customops.build_affine_chain(self, n, st)
 
     # --- float ops (numpy float32)
     def _build_FloatOp(self, n, st):

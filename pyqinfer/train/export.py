@@ -240,11 +240,13 @@ class _Exporter:
         xs, xz = self._scalar_qp(f"{name}_x", cur)
         ys, yz = self._scalar_qp(f"{name}_y", out)
         wdt = np.int8 if signed else np.uint8
-        if four:
-            kind = "INT4" if signed else "UINT4"
-            wq = self.b.const(f"{name}_weight", w, int4=kind)
+        # ONNX Runtime's QGemm takes uint8 activations only: int8 ones go through a QDQ Gemm group
+        qdq = four or (not conv and cur.dtype == "int8")
+        if qdq:
+            kind = ("INT4" if signed else "UINT4") if four else None
+            wq = self.b.const(f"{name}_weight", w, wdt, int4=kind)
             wsc = self.b.const(f"{name}_w_scale", self._per_channel(wscale, oc), np.float32)
-            wz = self.b.const(f"{name}_w_zp", self._per_channel(wzp, oc), int4=kind)
+            wz = self.b.const(f"{name}_w_zp", self._per_channel(wzp, oc), wdt, int4=kind)
             fx = self.b.node("DequantizeLinear", [cur.name, xs, xz], f"{name}_x_dq")
             fw = self.b.node("DequantizeLinear", [wq, wsc, wz], f"{name}_w_dq", axis=0)
             ins = [fx, fw]

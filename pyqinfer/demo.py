@@ -153,7 +153,8 @@ def table(doc):
                       f"{r['exact_vs_qat']}/{r['elements']}{ok}", f"{r['exact_vs_float_ref']}/{r['elements']}",
                       str(r["weight_bytes"]), f"{1e3 * r['latency_ms']:.0f}", r["shift_vs_mul"] or "-"])
     w = [max(len(h), *(len(l[k]) for l in lines)) for k, h in enumerate(hdr)]
-    fmt = lambda row: "  ".join(c.rjust(w[k]) if k >= 2 else c.ljust(w[k]) for k, c in enumerate(row))  # noqa: E731
+    fmt = lambda row: "  ".join(c.rjust(w[k]) if k >= 2 else c.ljust(w[k])  # noqa: E731
+                                for k, c in enumerate(row)).rstrip()
     out = [f"pyqinfer demo: {len(doc['models'])} models on the digits test split ({n} images), "
            f"{doc['seconds']:.1f} s", "", fmt(hdr), fmt(["-" * k for k in w])]
     out += [fmt(l) for l in lines]

@@ -42,7 +42,7 @@ QAT_EPOCHS = 6
 SCHEMES = collections.OrderedDict([
     ("int8", "uniform W8A8"),
     ("int4", "uniform W4A8 (per-channel weights)"),
-    ("mixed", "mixed: first and last layer W8A8, the others W4A4"),
+    ("mixed", "mixed: 8-bit weights in the first and last layer, 4-bit inside; 4-bit activations except the logits"),
     ("pot4", "power-of-two 4-bit weights, A8"),
     ("apot4", "additive powers-of-two 4-bit weights (RCF clipping), A8"),
     ("log4", "logarithmic (base 2) 4-bit weights, A8"),

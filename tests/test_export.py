@@ -235,3 +235,15 @@ def test_unsupported_module():
     qt.calibrate(q, [_digits()[:16]])
     with pytest.raises(ExportError, match="AvgPool2d"):
         qt.export(q.eval(), _digits()[:2])
+
+
+def test_readme_pytorch_path(tmp_path, monkeypatch):
+    """The README's 'From a PyTorch model to a verified integer model' block runs as written."""
+    import re
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    blocks = re.findall(r"```py\n(.*?)```", open(readme, encoding="utf-8").read(), re.S)
+    assert len(blocks) == 1, "README lost its PyTorch example"
+    monkeypatch.chdir(tmp_path)
+    ns = {"model": cnn(), "x": _digits()[:64]}
+    exec(compile(blocks[0], readme, "exec"), ns)
+    assert os.path.getsize(tmp_path / "model.onnx") > 0

@@ -63,14 +63,11 @@ def _progress(i, n, label, stream):
 
 
 def _shift_ratio(model_rec):
-    """Shift-vs-multiply speed for a shift scheme: needs pyqinfer.ops.shift (not merged yet)."""
+    """Shift-vs-multiply speed of a shift scheme. The shift kernels (pyqinfer.ops.shift) and a
+    pyqinfer-domain model that uses them are not on main yet, so this is "n/a" for now."""
     if model_rec["scheme"] not in SHIFT_SCHEMES:
         return None
-    try:
-        from .ops import shift  # noqa: F401
-    except ImportError:
-        return "n/a"
-    return "n/a"      # the shift kernels' benchmark hook is not defined yet
+    return "n/a"
 
 
 def run_model(rec, x, y, ref, d):

@@ -186,7 +186,7 @@ def main(argv=None):
                    "ptq_correct": ptq_correct, "ptq_accuracy": ptq_correct / len(yte),
                    "correct": qat_correct, "accuracy": qat_correct / len(yte), "qat_epochs": QAT_EPOCHS}
             try:
-                qt.export(q, Xte[:8], os.path.join(args.out, name + ".onnx"),
+                qt.export(q, Xte[:8], os.path.join(args.out, name + ".onnx"), pyqinfer_domain=scheme == "thresh2",
                           doc_string=f"pyqinfer demo model {name}: {SCHEMES[scheme]}")
                 rec["file"] = name + ".onnx"
                 refs["ref_" + name] = out.numpy().astype(np.float32)

@@ -125,14 +125,12 @@ def test_round_trip_bit_exact(name, qat, tmp_path):
         diff = int((_bits(got) != _bits(want)).sum())
         assert diff == 0, f"{name} {kind}: {diff} of {want.size} outputs differ"
         # the integer codes of every layer with an output quantizer
-        outs = {n.output[0]: n for n in proto.graph.node}
         for lname, layer in layers:
             if layer.out_quant is None:
                 continue
             t = _layer_output(proto, lname.replace(".", "_"))
             codes = m.run({"x": x.numpy()}, outputs=[t])[t]
             assert np.array_equal(codes.astype(np.float64), layer.last_int_output.numpy()), (name, lname, t)
-        assert outs   # the graph has nodes
 
 
 def _layer_output(proto, base):
@@ -191,8 +189,8 @@ def test_int4_weights_stored_as_int4():
     assert wb["4"] < 16 * 8 * 9       # packed nibbles (+ bias), less than the int8 size
 
 
-def test_threshold_activations_pending():
-    """Threshold activations need the pyqinfer domain's MultiThreshold: a clear ExportError now."""
+def test_threshold_activations_need_the_domain_flag():
+    """Threshold activations are a pyqinfer-domain MultiThreshold: only with pyqinfer_domain=True."""
     m = cnn()
     q = qt.prepare(m, {"default": {"act": {"scheme": "qn", "bits": 2}}, "10": {"act": {"bits": 8}}})
     qt.calibrate(q, [_digits()[:64]])
@@ -200,10 +198,61 @@ def test_threshold_activations_pending():
         qt.export(q.eval(), _digits()[:2])
 
 
-@pytest.mark.skip(reason="waiting for the pyqinfer ONNX domain importer (docs/model-format.md section 9: "
-                         "MultiThreshold, shift-code layers) on main; the exporter raises ExportError until then")
-def test_round_trip_pyqinfer_domain():  # pragma: no cover
-    raise AssertionError("write when the pyqinfer-domain importer lands: thresh2 and wide shift codes")
+def _has_pyqinfer_domain():
+    try:
+        import pyqinfer.frontends.pyqinfer_domain  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+THRESHOLD_CONFIGS = {   # name -> (builder, activation quantizer of every layer but the logits)
+    "cnn_qn2": (cnn, {"scheme": "qn", "bits": 2}),
+    "mlp_qn3": (mlp, {"scheme": "qn", "bits": 3}),
+    "cnn_apot4_act": (cnn, {"scheme": "apot", "bits": 4}),
+    "mlp_pot3_act": (mlp, {"scheme": "pot", "bits": 3}),
+}
+
+
+def _threshold_model(name):
+    build, act = THRESHOLD_CONFIGS[name]
+    m = build()
+    last = [n for n, mod in m.named_modules() if isinstance(mod, nn.Linear)][-1]
+    q = qt.prepare(m, {"default": {"act": act}, last: {"act": {"scheme": "uniform", "bits": 8}}})
+    qt.calibrate(q, [_digits()[:200]])
+    return q.eval()
+
+
+@pytest.mark.skipif(not _has_pyqinfer_domain(),
+                    reason="waiting for the pyqinfer-domain importer (pyqinfer/frontends/pyqinfer_domain.py: "
+                           "pyqinfer.MultiThreshold, docs/model-format.md section 9) on main")
+@pytest.mark.parametrize("name", sorted(THRESHOLD_CONFIGS))
+def test_round_trip_threshold_activations(name, tmp_path):
+    """Threshold activations as pyqinfer.MultiThreshold on the int32 accumulator (bias folded
+    into the thresholds), then the level lookup: bit-exact with the eval model."""
+    q = _threshold_model(name)
+    proto = qt.export(q, _digits()[:4], tmp_path / "t.onnx", pyqinfer_domain=True, check=False)
+    onnx.checker.check_model(proto)
+    assert "MultiThreshold" in {n.op_type for n in proto.graph.node}
+    m = pyqinfer.load(str(tmp_path / "t.onnx"))
+    for kind, x in _inputs(2).items():
+        with torch.no_grad():
+            want = q(x).numpy()
+        got = m.run({"x": x.numpy()})["y"]
+        assert np.array_equal(_bits(got), _bits(want)), f"{name} {kind}"
+
+
+@pytest.mark.skipif(_has_pyqinfer_domain(), reason="the pyqinfer-domain importer is present")
+def test_threshold_export_without_importer():
+    """Without the importer the check cannot run: a clear ExportError; check=False writes the file."""
+    q = _threshold_model("mlp_qn3")
+    with pytest.raises(ExportError, match="pyqinfer ONNX domain"):
+        qt.export(q, _digits()[:2], pyqinfer_domain=True)
+    proto = qt.export(q, _digits()[:2], pyqinfer_domain=True, check=False)
+    onnx.checker.check_model(proto)
+    mt = [n for n in proto.graph.node if n.op_type == "MultiThreshold"]
+    assert len(mt) == 2 and all(n.domain == "pyqinfer" for n in mt)
+    assert {(o.domain, o.version) for o in proto.opset_import} >= {("pyqinfer", 1), ("", 21)}
 
 
 def test_wide_codes_refused():

@@ -47,6 +47,7 @@ from .layers import QConv2d, QLinear, _QLayer
 from .integer import bias_scale, effective_scale
 
 MS = "com.microsoft"
+PQ = "pyqinfer"
 OPSET = 21
 FLOAT_ACC_LIMIT = 2 ** 24       # |acc| below this: int32 -> float32 and the bias add are exact
 
@@ -74,6 +75,7 @@ class _Builder:
         self.onnx = onnx
         self.nodes, self.inits, self.names = [], [], set()
         self.used_ms = False
+        self.used_pq = False
 
     def fresh(self, base):
         name, k = base, 1
@@ -101,6 +103,8 @@ class _Builder:
         outs = [name] if n_out == 1 else [self.fresh(f"{base}_out{k}") for k in range(n_out)]
         if domain == MS:
             self.used_ms = True
+        if domain == PQ:
+            self.used_pq = True
         self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
         return outs[0] if n_out == 1 else outs
 
@@ -115,8 +119,16 @@ class _Act:
         self.ndim = ndim
 
 
-def _act_qparams(q, what):
+def _act_qparams(q, what, levels_ok=False):
+    """(scale, zero point, dtype, qmin, qmax) of an activation quantizer. ``levels_ok``: a
+    threshold quantizer (QN, PoT/APoT/log activations) read as integer codes with zero point 0."""
     qp = q.qparams()
+    if levels_ok and hasattr(q, "integer_thresholds"):
+        if qp.get("dtype") not in ("uint8", "int8") or qp.get("signed"):
+            raise ExportError(f"{what}: {qp.get('scheme')!r} activation codes in {qp.get('dtype')} need "
+                              f"a wider container than uint8 (int16 activations are not supported)")
+        levels = _i64(q.level_codes())
+        return (np.float32(_f32(qp["scale"]).reshape(-1)[0]), 0, "uint8", int(levels.min()), int(levels.max()))
     if qp.get("scheme") not in ("uniform", "lsq", "dsq") or hasattr(q, "integer_thresholds"):
         raise ExportError(
             f"{what}: a {qp.get('scheme')!r} activation quantizer is exported through the pyqinfer ONNX "
@@ -139,8 +151,9 @@ def _container(dtype):
 
 
 class _Exporter:
-    def __init__(self, model):
+    def __init__(self, model, domain=False):
         self.model = model
+        self.domain = bool(domain)
         self.b = _Builder()
 
     # ------------------------------------------------------------ helpers
@@ -183,7 +196,8 @@ class _Exporter:
         if layer.in_quant is None:
             raise ExportError(f"{name!r}: a layer without input quantizer has no integer form")
         p = layer.integer_params()
-        xs, xz, xdt, xlo, xhi = _act_qparams(layer.in_quant, f"layer {name!r} input quantizer")
+        xs, xz, xdt, xlo, xhi = _act_qparams(layer.in_quant, f"layer {name!r} input quantizer",
+                                             levels_ok=cur.integer)
         if not cur.integer:
             cur = self.quantize_input(cur, layer, name)
         elif not (np.float32(cur.scale) == xs and cur.zp == xz and cur.dtype == xdt):
@@ -193,10 +207,13 @@ class _Exporter:
         parts = p["parts"]
         out_q = layer.out_quant
         if out_q is not None and hasattr(out_q, "integer_thresholds"):
-            raise ExportError(
-                f"{name!r}: threshold activations ({type(out_q).__name__}) become a pyqinfer-domain "
-                f"MultiThreshold on the accumulator (docs/model-format.md section 9), which pyqinfer.load "
-                f"does not import yet")
+            if not self.domain:
+                raise ExportError(
+                    f"{name!r}: threshold activations ({type(out_q).__name__}) become a pyqinfer-domain "
+                    f"MultiThreshold on the accumulator (docs/model-format.md section 9); pass "
+                    f"pyqinfer_domain=True (needs the pyqinfer-domain importer in pyqinfer.load)")
+            if len(parts) != 1:
+                raise ExportError(f"{name!r}: threshold activations after a multi-part weight (PWLQ)")
         for j, part in enumerate(parts):
             w = _i64(part.w_int)
             if w.min() < -128 or w.max() > (255 if w.min() >= 0 and not part.signed else 127):
@@ -204,6 +221,8 @@ class _Exporter:
                     f"{name!r}: weight part {j} has integer levels in [{w.min()}, {w.max()}], wider than int8 "
                     f"(shift codes): they need the pyqinfer domain's shift layers (docs/model-format.md "
                     f"section 9), not imported yet")
+        if out_q is not None and hasattr(out_q, "integer_thresholds"):
+            return self.threshold_layer(cur, layer, name, p)
         if len(parts) == 1 and out_q is not None:
             return self.qlinear_layer(cur, layer, name, p)
         return self.float_acc_layer(cur, layer, name, p)
@@ -291,7 +310,6 @@ class _Exporter:
         shape = [1, oc, 1, 1] if conv else [oc]
         bias = None if p["bias_int"] is None else _i64(p["bias_int"])
         out_q = layer.out_quant
-        xz_name = self.b.const(f"{name}_x_zp", np.array(cur.zp, _np_dtype(cur.dtype)))
         if out_q is not None:
             out = self._out_act(out_q, name, cur.ndim if conv else 2)
         total = None
@@ -303,18 +321,7 @@ class _Exporter:
                     f"{name!r}: weight part {j}'s accumulator can reach {bnd:.0f} >= 2^24, so its float32 form "
                     f"is not exact; this layer needs the pyqinfer domain (multi-part accumulators) or an "
                     f"output quantizer with a single weight part")
-            wdt = np.int8 if signed else np.uint8
-            # ONNX Runtime's ConvInteger takes only a per-tensor weight zero point
-            wzc = wzp.reshape(-1)[:1] if np.all(wzp == wzp.reshape(-1)[0]) else wzp
-            if conv:
-                wq = self.b.const(f"{name}_p{j}_weight", w, wdt)
-                wz = self.b.const(f"{name}_p{j}_w_zp", self._per_channel(wzc, oc), wdt)
-                acc = self.b.node("ConvInteger", [cur.name, wq, xz_name, wz], f"{name}_p{j}",
-                                  **{k: v for k, v in layer.op_attributes().items()})
-            else:
-                wq = self.b.const(f"{name}_p{j}_weight", w.T, wdt)
-                wz = self.b.const(f"{name}_p{j}_w_zp", self._per_channel(wzc, oc), wdt)
-                acc = self.b.node("MatMulInteger", [cur.name, wq, xz_name, wz], f"{name}_p{j}")
+            acc = self.integer_acc(cur, layer, name, w, wzp, np.int8 if signed else np.uint8, f"_p{j}")
             f = self.b.node("Cast", [acc], f"{name}_p{j}_cast", to=1)
             if j == 0 and bias is not None:
                 f = self.b.node("Add", [f, self.b.const(f"{name}_bias_f", bias.astype(np.float32).reshape(shape))],
@@ -339,6 +346,49 @@ class _Exporter:
         out.name = self.b.node("QuantizeLinear", [c, one, z], f"{name}_q")
         out.lo = lo
         return out
+
+    def integer_acc(self, cur, layer, name, w, wzp, wdt, tag):
+        """ConvInteger / MatMulInteger: the int32 accumulator without bias."""
+        xz_name = self.b.const(f"{name}{tag}_x_zp", np.array(cur.zp, _np_dtype(cur.dtype)))
+        # ONNX Runtime's ConvInteger takes only a per-tensor weight zero point
+        wzc = wzp.reshape(-1)[:1] if np.all(wzp == wzp.reshape(-1)[0]) else wzp
+        oc = w.shape[0]
+        if isinstance(layer, QConv2d):
+            wq = self.b.const(f"{name}{tag}_weight", w, wdt)
+            wz = self.b.const(f"{name}{tag}_w_zp", self._per_channel(wzc, oc), wdt)
+            return self.b.node("ConvInteger", [cur.name, wq, xz_name, wz], f"{name}{tag}", **layer.op_attributes())
+        wq = self.b.const(f"{name}{tag}_weight", w.T, wdt)
+        wz = self.b.const(f"{name}{tag}_w_zp", self._per_channel(wzc, oc), wdt)
+        return self.b.node("MatMulInteger", [cur.name, wq, xz_name, wz], f"{name}{tag}")
+
+    def threshold_layer(self, cur, layer, name, p):
+        """pyqinfer.MultiThreshold on the int32 accumulator (docs/model-format.md 9.2): the layer's
+        count #{j : acc + bias >= T[c, j]} is #{j : acc >= T[c, j] - bias[c]}, then the level lookup."""
+        part = p["parts"][0]
+        w, wzp, wscale, signed, _ = self._weight_arrays(layer, part)
+        bias = None if p["bias_int"] is None else _i64(p["bias_int"])
+        bnd = self._acc_bound(cur, w, wzp, bias, isinstance(layer, QConv2d))
+        if bnd > 2 ** 31 - 1:
+            raise ExportError(f"{name!r}: the accumulator can reach {bnd:.0f}, beyond int32 (it would wrap)")
+        oq = layer.out_quant
+        sx = torch.tensor(float(cur.scale), dtype=torch.float32)
+        T = oq.integer_thresholds(sx, part.scale, relu=layer.activation == "relu").to(torch.float64).numpy()
+        T = T.reshape(-1, T.shape[-1])
+        if bias is not None:
+            T = T - bias.reshape(-1, 1).astype(np.float64)
+        # thresholds beyond the int32 range are always / never reached: clamp them to the same effect
+        T = np.clip(T, -(2.0 ** 32), 2.0 ** 32).astype(np.int64)
+        acc = self.integer_acc(cur, layer, name, w, wzp, np.int8 if signed else np.uint8, "_acc")
+        levels = _i64(oq.level_codes())
+        ins = [acc, self.b.const(f"{name}_thresholds", T, np.int64)]
+        attrs = {"data_layout": "NCHW"}
+        if np.array_equal(levels, np.arange(levels.size)):
+            attrs["out_dtype"] = "uint8"
+        else:
+            ins.append(self.b.const(f"{name}_levels", levels.reshape(1, -1), np.uint8))
+        ys, yz, ydt, ylo, yhi = _act_qparams(oq, f"layer {name!r} output quantizer", levels_ok=True)
+        y = self.b.node("MultiThreshold", ins, name, domain=PQ, **attrs)
+        return _Act(y, True, ys, 0, "uint8", ylo, yhi, cur.ndim if isinstance(layer, QConv2d) else 2)
 
     # ------------------------------------------------------------ glue
     def maxpool(self, cur, m, name):
@@ -381,7 +431,7 @@ def _leaves(model, prefix=""):
 
 
 def export(model, example_input, path=None, *, input_name="x", output_name="y", dynamic_batch=True,
-           check=True, doc_string=None):
+           check=True, doc_string=None, pyqinfer_domain=False):
     """Write ``model`` (prepared with :func:`pyqinfer.train.prepare`, calibrated or
     trained) as an ONNX model whose :func:`pyqinfer.load` run equals ``model.eval()``'s
     output element for element.
@@ -408,7 +458,7 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
     was_training = model.training
     model.eval()
     try:
-        ex = _Exporter(model)
+        ex = _Exporter(model, pyqinfer_domain)
         x = example_input.detach().to(torch.float32)
         with torch.no_grad():
             ref = model(x)            # also initialises quantizers that set themselves on first use
@@ -450,13 +500,23 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
         opsets = [helper.make_opsetid("", OPSET)]
         if ex.b.used_ms:
             opsets.append(helper.make_opsetid(MS, 1))
+        if ex.b.used_pq:
+            opsets.append(helper.make_opsetid(PQ, 1))
         proto = helper.make_model(graph, opset_imports=opsets, producer_name="pyqinfer.train.export",
                                   doc_string=doc_string or "")
         proto.ir_version = 10
         onnx.checker.check_model(proto)
         if check:
             import pyqinfer
-            got = pyqinfer.load(proto).run({input_name: x.numpy()})[output_name]
+            try:
+                loaded = pyqinfer.load(proto)
+            except pyqinfer.UnsupportedModelError as e:
+                if ex.b.used_pq and "domain" in str(e):
+                    raise ExportError(f"the exported model uses the pyqinfer ONNX domain, which this "
+                                      f"pyqinfer.load does not import yet ({e}); export with check=False "
+                                      f"to write it anyway") from None
+                raise
+            got = loaded.run({input_name: x.numpy()})[output_name]
             want = ref.detach().numpy().astype(np.float32)
             if got.shape != want.shape or not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
                 bad = int((got != want).sum()) if got.shape == want.shape else got.size

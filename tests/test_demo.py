@@ -111,3 +111,12 @@ def test_cli_subprocess_progress():
     assert p.returncode == 0, p.stderr
     assert "cnn_int8" in p.stdout and "= QAT model" in p.stdout
     assert "16/16" in p.stderr and "#" in p.stderr
+
+
+def test_json_stdout(capsys):
+    from pyqinfer.cli import main
+    assert main(["demo", "--json", "-", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)                       # JSON only, no table
+    assert doc["schema"] == "pyqinfer.demo/1" and doc["bit_exact"] is True and err == ""
+    assert len(doc["models"]) == len(demo.load_manifest()["models"])

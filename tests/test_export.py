@@ -70,6 +70,8 @@ CONFIGS = {
                              "1": {"fuse_relu": True}}),
     "mlp_pwlq_noact": (mlp, {"default": {"weight": {"scheme": "pwlq", "bits": 4}}, "6": {"act": None}}),
     "mlp_int2": (mlp, {"default": {"weight": {"bits": 2}, "act": {"bits": 2}}, "6": {"act": {"bits": 8}}}),
+    "mlp_input4": (mlp, {"default": {"input": {"bits": 4}, "weight": {"bits": 4}, "act": {"bits": 4}},
+                         "6": {"act": {"bits": 8}}}),
 }
 
 

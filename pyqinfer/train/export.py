@@ -164,13 +164,11 @@ class _Exporter:
 
     def quantize_input(self, cur, layer, name):
         scale, zp, dtype, lo, hi = _act_qparams(layer.in_quant, f"layer {name!r} input quantizer")
-        if dtype not in ("uint8", "int8") or (lo, hi) != _container(dtype):
-            raise ExportError(f"layer {name!r}: a {lo}..{hi} input quantizer on a float tensor needs a "
-                              f"QuantizeLinear to a full 8-bit range (use an 8-bit input quantizer)")
-        act = _Act(None, True, scale, zp, dtype, lo, hi, cur.ndim)
+        act = _Act(None, True, scale, zp, dtype, *_container(dtype), cur.ndim)
         s, z = self._scalar_qp(f"{name}_in", act)
         act.name = self.b.node("QuantizeLinear", [cur.name, s, z], f"{name}_quantize")
-        return act
+        # a narrower input range (e.g. 4-bit): clamp(sat8(rne(x / s) + zp), lo, hi) = the quantizer's codes
+        return self.clamp(act, lo, hi, f"{name}_in_clip")
 
     def clamp(self, act, lo, hi, base):
         """Clamp integer codes to [lo, hi] with unchanged qparams: DQ -> Clip -> Q."""

@@ -41,11 +41,10 @@ def test_manifest_and_files():
     assert names == [f"{net}_{s}" for net in ("cnn", "mlp") for s in SCHEMES]
     shipped = set(os.listdir(DATA))
     for m in man["models"]:
-        if m["file"]:
-            assert m["file"] in shipped
-        else:
-            assert "pyqinfer" in m["pending"] and "domain" in m["pending"], m["pending"]
-    assert shipped == {m["file"] for m in man["models"] if m["file"]} | {"manifest.json", "digits_test.npz"}
+        assert m["file"] in shipped
+        if not m["checked"]:       # written before pyqinfer.load could import the pyqinfer domain
+            assert m["scheme"] == "thresh2" and "pyqinfer-domain importer" in m["requires"]
+    assert shipped == {m["file"] for m in man["models"]} | {"manifest.json", "digits_test.npz"}
     total = sum(os.path.getsize(os.path.join(DATA, f)) for f in shipped)
     assert total < 600_000, f"demo data is {total} bytes"
     d = np.load(os.path.join(DATA, "digits_test.npz"))
@@ -58,7 +57,7 @@ def test_every_model_bit_exact(result):
     assert rc == 0 and doc["bit_exact"] is True
     man = {m["name"]: m for m in demo.load_manifest()["models"]}
     rows = [r for r in doc["models"] if "pending" not in r]
-    assert len(rows) == sum(1 for m in man.values() if m["file"]) >= 14
+    assert len(rows) >= sum(1 for m in man.values() if m["checked"]) >= 14
     for r in rows:
         assert r["exact_vs_qat"] == r["elements"] == doc["n_test"] * 10, r["name"]
         assert r["contract_bit_exact"], r["name"]
@@ -69,19 +68,28 @@ def test_every_model_bit_exact(result):
         assert r["float_real"] == 0, r["name"]
         assert r["exact_vs_float_ref"] <= r["elements"]
     pending = [r for r in doc["models"] if "pending" in r]
-    assert {r["scheme"] for r in pending} <= {"thresh2"}
+    for r in pending:      # only unchecked pyqinfer-domain models, and only while the importer is missing
+        assert not man[r["name"]]["checked"] and "domain 'pyqinfer'" in r["error"], r
 
 
 def test_engine_matches_reference_directly():
     """Independent of the demo code: load each model, compare with the shipped reference bits."""
     d = np.load(os.path.join(DATA, "digits_test.npz"))
     for m in demo.load_manifest()["models"]:
-        if not m["file"]:
+        if not m["checked"] and not _can_load(os.path.join(DATA, m["file"])):
             continue
         y = pyqinfer.load(os.path.join(DATA, m["file"]))(d["x_test"])
         ref = d["ref_" + m["name"]]
         assert y.dtype == np.float32 and np.array_equal(y.view(np.uint32), ref.view(np.uint32)), m["name"]
         assert int((y.argmax(1) == d["y_test"]).sum()) == m["correct"]
+
+
+def _can_load(path):
+    try:
+        pyqinfer.load(path)
+        return True
+    except pyqinfer.UnsupportedModelError:
+        return False
 
 
 def test_accuracy_claims():
@@ -98,7 +106,7 @@ def test_table_and_speed(result):
     text = demo.table(doc)
     for r in doc["models"]:
         assert r["name"] in text
-    assert "all exported models bit-exact" in text
+    assert "all models that ran are bit-exact" in text
     assert elapsed < 60, f"pyqinfer demo took {elapsed:.1f} s"
     shift = {r["name"]: r["shift_vs_mul"] for r in doc["models"] if "pending" not in r}
     assert all((v is not None) == any(s in k for s in demo.SHIFT_SCHEMES) for k, v in shift.items())

@@ -18,8 +18,10 @@ Per model the demo reports:
   (exact/total); the row also requires every layer to be bit-exact with the
   contract (``pyqinfer.reference``);
 * weight bytes as the engine stores them, the median latency of one image
-  (batch 1, all threads), and for shift schemes the shift-vs-multiply speed
-  (``n/a`` until ``pyqinfer.ops.shift`` exists).
+  (batch 1, all threads), and for the shift schemes (PoT, APoT, log) the speed
+  of ``pyqinfer.ops.shift_matmul``'s shift kernel relative to its multiply
+  kernel on the same power-of-two terms and the layers' real inputs
+  (:func:`shift_vs_multiply`; the two kernels must agree bit for bit).
 
 Models in the ``pyqinfer`` ONNX domain that this pyqinfer cannot load yet
 (manifest ``checked: false``: written without the export check) are listed as
@@ -64,12 +66,79 @@ def _progress(i, n, label, stream):
     stream.flush()
 
 
-def _shift_ratio(model_rec):
-    """Shift-vs-multiply speed of a shift scheme. The shift kernels (pyqinfer.ops.shift) and a
-    pyqinfer-domain model that uses them are not on main yet, so this is "n/a" for now."""
+def _shift_terms(w):
+    """Integer weights -> power-of-two terms (signs, exponents) int8 [T, ...]: the set bits of |w|
+    (one term for PoT and log levels, two or three for APoT)."""
+    mag = np.abs(w.astype(np.int64))
+    sign = np.sign(w).astype(np.int8)
+    T = max(1, max(bin(int(v)).count("1") for v in np.unique(mag)))
+    signs = np.zeros((T,) + w.shape, np.int8)
+    exps = np.zeros((T,) + w.shape, np.int8)
+    for t in range(T):
+        low = mag & -mag                       # lowest set bit (0 where mag == 0)
+        has = low > 0
+        signs[t][has] = sign[has]
+        exps[t][has] = np.log2(low[has]).astype(np.int8)
+        mag = mag - low
+    return signs, exps
+
+
+def shift_vs_multiply(model, feeds, target_seconds=0.04):
+    """Speed of the shift kernel relative to the multiply kernel (pyqinfer.ops.shift_matmul, the same
+    terms, ``kernel="shift"`` vs ``"multiply"``: the int8 VNNI GEMM when the levels fit int8) on
+    every weight layer of ``model`` with its real input codes from ``feeds``, summed over the
+    layers (im2col once, outside the timing), as a speed ratio like ``pyqinfer bench shift-vs-mul``:
+    multiply time / shift time, so below 1 means the shift kernel is slower. Returns
+    (ratio, bit_exact) or (None, None) when the model has no shift-representable layer."""
+    from .bench.timing import time_interleaved
+    from .ops import shift as sh
+
+    g = model.graph
+    layers = [n for n in g.nodes if n.kind in ("QLinearConv", "QLinearMatMul")
+              and not np.any(n.params["w_zero_point"]) and n.attrs.get("group", 1) == 1]
+    if not layers:
+        return None, None
+    acts = model.run(feeds, outputs=[n.inputs[0] for n in layers])
+    t_shift = t_mul = 0.0
+    exact = True
+    for n in layers:
+        x = acts[n.inputs[0]]
+        za = g.tensors[n.inputs[0]].quant.zero_point[0]
+        za = x.dtype.type(za)
+        w = n.params["w"]
+        if n.kind == "QLinearConv":
+            signs, exps = _shift_terms(w)
+            pw = sh.pack_shift_conv_weights(signs, exps)
+            a, _ = sh.im2col_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), int(za), pw.kernel_shape,
+                                  n.attrs["pads"], n.attrs["strides"], n.attrs["dilations"])
+            pw = pw.gemm
+        else:
+            signs, exps = _shift_terms(w)
+            pw = sh.pack_shift_weights(signs, exps)
+            a = x.reshape(-1, x.shape[-1])
+        a = np.ascontiguousarray(a)
+        ys = sh.shift_matmul(a, pw, a_zero_point=za, kernel="shift")
+        ym = sh.shift_matmul(a, pw, a_zero_point=za, kernel="multiply")
+        exact = exact and np.array_equal(ys, ym)
+        r = time_interleaved({"shift": lambda: sh.shift_matmul(a, pw, a_zero_point=za, kernel="shift"),
+                              "multiply": lambda: sh.shift_matmul(a, pw, a_zero_point=za, kernel="multiply")},
+                             target_seconds=target_seconds, settle_seconds=0.002, rounds=2)
+        t_shift += r["shift"]["median"]
+        t_mul += r["multiply"]["median"]
+    return t_mul / t_shift, bool(exact)
+
+
+def _shift_ratio(model_rec, model, feeds):
+    """Shift-vs-multiply speed ratio for a shift scheme (None for the others; "n/a" without
+    pyqinfer.ops.shift)."""
     if model_rec["scheme"] not in SHIFT_SCHEMES:
-        return None
-    return "n/a"
+        return None, None
+    try:
+        from .ops import shift  # noqa: F401
+    except ImportError:
+        return "n/a", None
+    ratio, exact = shift_vs_multiply(model, feeds)
+    return (None if ratio is None else round(ratio, 3)), exact
 
 
 def run_model(rec, x, y, ref, d):
@@ -94,6 +163,7 @@ def run_model(rec, x, y, ref, d):
         m.run({name: xi})
         times.append(time.perf_counter() - t)
     wbytes = int(sum(r["weight_bytes"] for r in m.layers()))
+    ratio, shift_exact = _shift_ratio(rec, m, {name: x})
     return {
         "name": rec["name"], "net": rec["net"], "scheme": rec["scheme"], "bits": rec["bits"],
         "file": rec["file"], "n": int(len(y)), "correct": correct, "accuracy": correct / len(y),
@@ -105,8 +175,9 @@ def run_model(rec, x, y, ref, d):
                             rep["summary"]["layers"]],
         "float_ties": rep["summary"]["float_ties"], "float_real": rep["summary"]["float_real"],
         "weight_bytes": wbytes, "latency_ms": float(np.median(times) * 1e3),
-        "shift_vs_mul": _shift_ratio(rec),
-        "bit_exact": bool(rep["bit_exact"]) and exact_ref == out.size and correct == rec["correct"],
+        "shift_vs_mul": ratio, "shift_kernels_equal": shift_exact,
+        "bit_exact": bool(rep["bit_exact"]) and exact_ref == out.size and correct == rec["correct"]
+        and shift_exact is not False,
     }
 
 
@@ -140,6 +211,12 @@ def run(path=None, progress=sys.stderr):
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def _fmt_ratio(v):
+    if v is None:
+        return "-"
+    return v if isinstance(v, str) else f"{v:.2f}x"
+
+
 def table(doc):
     n = doc["n_test"]
     hdr = ["model", "bits", "accuracy", "float acc", "= QAT model", "= float ref", "weight B",
@@ -153,7 +230,7 @@ def table(doc):
         ok = "" if r["bit_exact"] else " !"
         lines.append([r["name"], r["bits"], f"{100 * r['accuracy']:.2f}", f"{100 * r['float_accuracy']:.2f}",
                       f"{r['exact_vs_qat']}/{r['elements']}{ok}", f"{r['exact_vs_float_ref']}/{r['elements']}",
-                      str(r["weight_bytes"]), f"{1e3 * r['latency_ms']:.0f}", r["shift_vs_mul"] or "-"])
+                      str(r["weight_bytes"]), f"{1e3 * r['latency_ms']:.0f}", _fmt_ratio(r["shift_vs_mul"])])
     w = [max(len(h), *(len(l[k]) for l in lines)) for k, h in enumerate(hdr)]
     fmt = lambda row: "  ".join(c.rjust(w[k]) if k >= 2 else c.ljust(w[k])  # noqa: E731
                                 for k, c in enumerate(row)).rstrip()
@@ -164,7 +241,10 @@ def table(doc):
     out.append("accuracy: the engine's top-1 accuracy (%); float acc: the unquantized model; "
                "= QAT model: output elements bit-identical to the trained quantized model's eval-mode "
                "output; = float ref: equal to pyqinfer.verify's float reference run end to end "
-               "(and every layer bit-exact with the contract); us/img: median microseconds per image, batch 1.")
+               "(and every layer bit-exact with the contract); us/img: median microseconds per image, batch 1; "
+               "shift/mul: speed of the shift kernel relative to the multiply kernel (int8 VNNI) on the "
+               "same power-of-two terms and the layers' real inputs, all layers (below 1: shift is "
+               "slower; both give the same bits; see pyqinfer bench shift-vs-mul).")
     pend = [r for r in doc["models"] if "pending" in r]
     if pend:
         out.append("pending (accuracy in parentheses from PyTorch): " + "; ".join(

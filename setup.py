@@ -73,7 +73,10 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pyqinfer", "pyqinfer.*"]),
     python_requires=">=3.9",
-    install_requires=["numpy>=1.22"],
+    # onnx: pyqinfer.load reads ONNX files (the demo models of `pyqinfer demo` among them)
+    install_requires=["numpy>=1.22", "onnx>=1.16"],
+    # the demo models and test split (scripts/make_demo_models.py), read by `pyqinfer demo`
+    package_data={"pyqinfer": ["data/demo/*.onnx", "data/demo/*.npz", "data/demo/*.json"]},
     extras_require={
         "test": [
             "pytest>=7",

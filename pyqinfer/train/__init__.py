@@ -10,6 +10,8 @@ else in pyqinfer imports torch.
   (Miyashita), :mod:`.pwlq`, :mod:`.qn` (Quantization Networks thresholds),
   :mod:`.lqnet` (LQ-Net basis on an integer codebook).
 * :mod:`.observers`: post-training calibration (min/max, percentile, MSE).
+* :mod:`.export`: ``export(model, example_input, path)``, the ONNX file
+  ``pyqinfer.load`` runs bit-exactly (standard-domain ops).
 * :mod:`.layers`: ``QLinear``, ``QConv2d``, ``fold_bn``, ``prepare`` (one
   config dict, per layer: mixed precision), ``calibrate``.
 * The eval-mode forward of a prepared model computes what the integer engine
@@ -23,6 +25,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from .apot import APoTQuantizer, apot_levels, apot_levels_repo
 from .dsq import DSQQuantizer
+from .export import ExportError, export
 from .layers import (QConv2d, QLinear, calibrate, fold_bn, fold_bn_sequential, prepare,
                      quantized_layers)
 from .logq import LogQuantizer, log_levels, miyashita_range
@@ -41,5 +44,5 @@ __all__ = [
     "pwlq_levels", "QNActivation", "LQNetQuantizer",
     "OBSERVERS", "MinMaxObserver", "PercentileObserver", "MSEObserver",
     "QLinear", "QConv2d", "prepare", "calibrate", "fold_bn", "fold_bn_sequential",
-    "quantized_layers", "round_rne", "round_stochastic", "project_to_levels",
+    "quantized_layers", "export", "ExportError", "round_rne", "round_stochastic", "project_to_levels",
 ]

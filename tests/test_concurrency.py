@@ -42,6 +42,15 @@ def feeds_for(m, k):
     return {io.name: rng.normal(0, 1, shape).astype(np.float32)}
 
 
+def start_and_join(worker, n):
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in ts), "a thread hung"
+
+
 def hammer(m, feeds, expect, calls):
     """Run ``m`` from N_THREADS threads released together; return the mismatches."""
     barrier = threading.Barrier(N_THREADS)
@@ -58,12 +67,7 @@ def hammer(m, feeds, expect, calls):
         except Exception as e:  # noqa: BLE001 -- reported as a failure below
             errors.append(f"thread {k}: {type(e).__name__}: {e}")
 
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(N_THREADS)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in ts), "a thread hung"
+    start_and_join(worker, N_THREADS)
     return errors
 
 
@@ -118,11 +122,7 @@ def test_different_models_at_once(tmp_path_factory):
         except Exception as e:  # noqa: BLE001
             errors.append(f"thread {k}: {type(e).__name__}: {e}")
 
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(N_THREADS)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=300)
+    start_and_join(worker, N_THREADS)
     assert not errors, "\n".join(errors[:10])
 
 

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..ops._checks import check_alloc
 from .ir import Graph
 from .planner import NCHW, NHWC, Plan, _layout_of
 
@@ -70,7 +71,9 @@ class Model:
         for io in self.inputs:
             if io.shape is None:
                 return
-            feeds[io.name] = np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in io.shape], io.dtype)
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in io.shape]
+            check_alloc(f"input {io.name!r}", shape, io.dtype.itemsize)
+            feeds[io.name] = np.zeros(shape, io.dtype)
         vals = self._execute(feeds, record=True)
         for name, slot in self.plan.slot.items():
             v = vals[slot] if slot < len(vals) else None

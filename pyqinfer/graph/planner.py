@@ -365,6 +365,14 @@ class Plan:
         sa, sb, sc = float(aq.scale[0]), float(bq.scale[0]), float(cq.scale[0])
         za, zb, zc = int(aq.zero_point[0]), int(bq.zero_point[0]), int(cq.zero_point[0])
         lo, hi = ops.activation_bounds(n.attrs.get("clip"), sc, zc, dt)
+        if rule == "onnxruntime":
+            # ORT's kernel converts the float result with cvtps2dq, which gives INT_MIN
+            # (then 0 after saturation) for |v| >= 2^31 where docs/semantics.md 11.4 clamps.
+            # |v| <= 255 + 510 (rA + rB): below 2^22 for the ratios nothing can overflow.
+            ra, rb = float(np.float32(sa) / np.float32(sc)), float(np.float32(sb) / np.float32(sc))
+            if ra + rb >= 2.0 ** 22:
+                raise _err(n, f"scale ratios a_scale/y_scale = {ra:.3g} and b_scale/y_scale = {rb:.3g} are absurd "
+                              f"(sum >= 2^22): ONNX Runtime's kernel overflows int32 there")
         st.kernel = f"eltwise ({_core.eltwise_kernel_name()})" if rule != "onnx" else "numpy float32 (onnx rule)"
         st.info = {"rule": rule}
         if rule == "onnx":

@@ -41,6 +41,12 @@ settings.register_profile("sanitize", parent=settings.get_profile("ci"), max_exa
 settings.load_profile(os.environ.get("PYQINFER_HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="tests/test_fuzz_loader.py: the long fuzzing run (200,000 cases) instead of "
+                          "PYQINFER_FUZZ_CASES (default 10,000)")
+
+
 def restore_defaults():
     pyqinfer.set_kernel_path("auto")
     pyqinfer.set_num_threads(0)

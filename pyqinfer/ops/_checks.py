@@ -45,6 +45,8 @@ def _int8_array(name, x):
         raise TypeError(f"{name} must be a numpy array of uint8 or int8, got {type(x).__name__}")
     if x.dtype not in _RANGES:
         raise TypeError(f"{name} must have dtype uint8 or int8, got {x.dtype}")
+    if x.size > MAX_ELEMENTS:   # e.g. a broadcast view: rejected before any contiguous copy
+        check_alloc(name, x.shape, 1)
     return x
 
 

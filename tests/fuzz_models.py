@@ -344,3 +344,54 @@ class Mutator:
             else:
                 what, mut = self.mutate_struct(seeds[name])
             yield case, name, what, mut
+
+
+def ort_outputs(data: bytes, feeds):
+    """ONNX Runtime's outputs {name: array} for a serialized model, or None when it
+    refuses it. Runs in the OrtWorker's process (ONNX Runtime itself can crash on
+    a malformed model; that must not take the fuzzing process with it)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.intra_op_num_threads = 1
+    try:
+        s = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in s.get_outputs()]
+        return dict(zip(names, s.run(names, feeds)))
+    except Exception:  # noqa: BLE001 -- ORT's own rejection of a malformed model
+        return None
+
+
+class OrtWorker:
+    """ONNX Runtime in a separate (spawned) process, restarted when it crashes or hangs."""
+
+    def __init__(self, timeout=60.0):
+        import multiprocessing as mp
+        self.ctx = mp.get_context("spawn")
+        self.timeout = timeout
+        self.crashes = 0
+        self.pool = None
+
+    def _pool(self):
+        from concurrent.futures import ProcessPoolExecutor
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(1, mp_context=self.ctx)
+        return self.pool
+
+    def run(self, data, feeds):
+        """(outputs or None, crashed?)"""
+        from concurrent.futures import TimeoutError as FutTimeout
+        from concurrent.futures.process import BrokenProcessPool
+        try:
+            return self._pool().submit(ort_outputs, data, feeds).result(timeout=self.timeout), False
+        except (BrokenProcessPool, FutTimeout):
+            self.crashes += 1
+            self.close()
+            return None, True
+
+    def close(self):
+        if self.pool is not None:
+            for p in list(getattr(self.pool, "_processes", {}).values()):
+                p.kill()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None

@@ -10,6 +10,8 @@ loaded and, when they load, run. Every case must end in one of
   KeyError/IndexError/AttributeError (those are bugs: a check is missing);
 * a run whose outputs are bit for bit ONNX Runtime's on the same mutant and inputs,
   or, when ONNX Runtime refuses the mutant itself, a run that finished (counted);
+  ONNX Runtime runs in a separate process (fuzz_models.OrtWorker) because it
+  crashes on some mutants pyqinfer runs (counted as "ort_crashed");
 
 never a crash, a hang (a watchdog kills the process after CASE_TIMEOUT s and
 prints the stack), a MemoryError (absurd shapes are rejected before allocating)
@@ -87,28 +89,15 @@ def inputs_for(model, case):
     return feeds
 
 
-def ort_run(mutant, feeds):
-    """ONNX Runtime's outputs {name: array}, or None when it refuses the mutant."""
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    data = mutant if isinstance(mutant, bytes) else mutant.SerializeToString()
-    try:
-        s = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-        names = [o.name for o in s.get_outputs()]
-        return dict(zip(names, s.run(names, feeds)))
-    except Exception:  # noqa: BLE001 -- ORT's own rejection of a malformed model
-        return None
-
-
 def same(a, b):
     if not isinstance(b, np.ndarray) or a.shape != b.shape or a.dtype != b.dtype:
         return False
     return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
 
 
-def run_case(mutant, case, tmpdir=None):
-    """Outcome of one case: (kind, detail); kind "rejected", "ran+ort", "ran", "noinput" or "BUG"."""
+def run_case(mutant, case, ort, tmpdir=None):
+    """Outcome of one case: (kind, detail); kind "rejected", "ran+ort", "ran", "ort_crashed",
+    "noinput" or "BUG"."""
     try:
         if tmpdir is not None and isinstance(mutant, bytes):
             path = os.path.join(tmpdir, "m.onnx")
@@ -134,7 +123,9 @@ def run_case(mutant, case, tmpdir=None):
         if isinstance(e, KeyboardInterrupt):
             raise
         return "BUG", f"{type(e).__name__}: {e}"
-    theirs = ort_run(mutant, feeds)
+    theirs, crashed = ort.run(mutant if isinstance(mutant, bytes) else mutant.SerializeToString(), feeds)
+    if crashed:
+        return "ort_crashed", "ONNX Runtime crashed or hung on the mutant (pyqinfer ran it)"
     if theirs is None:
         return "ran", "ONNX Runtime refuses the mutant"
     for name, v in theirs.items():
@@ -143,7 +134,7 @@ def run_case(mutant, case, tmpdir=None):
     return "ran+ort", ""
 
 
-def fuzz(seeds, seed, n, start=0):
+def fuzz(seeds, seed, n, ort, start=0):
     """Run n cases; returns (counts, bugs, slowest)."""
     counts = collections.Counter()
     bugs = []
@@ -153,7 +144,7 @@ def fuzz(seeds, seed, n, start=0):
         faulthandler.dump_traceback_later(CASE_TIMEOUT, exit=True)
         t = time.perf_counter()
         try:
-            kind, detail = run_case(mutant, case, tmpdir if case % 50 == 0 else None)
+            kind, detail = run_case(mutant, case, ort, tmpdir if case % 50 == 0 else None)
         finally:
             faulthandler.cancel_dump_traceback_later()
         dt = time.perf_counter() - t
@@ -168,14 +159,21 @@ def fuzz(seeds, seed, n, start=0):
 
 
 @pytest.fixture(scope="module")
+def ort():
+    w = fm.OrtWorker()
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
 def seeds(tmp_path_factory):
     return seed_models(str(tmp_path_factory.mktemp("fuzzseeds")))
 
 
-def test_seed_models_are_valid_and_match_ort(seeds):
+def test_seed_models_are_valid_and_match_ort(seeds, ort):
     """The seeds themselves load, run and give ORT's bits (the fuzzer starts from valid models)."""
     for name, model in seeds.items():
-        kind, detail = run_case(model, 0)
+        kind, detail = run_case(model, 0, ort)
         assert kind == "ran+ort", f"seed {name}: {kind} {detail}"
 
 
@@ -187,16 +185,16 @@ def test_mutator_is_deterministic(seeds):
     assert len({w for _, _, w in a}) > 30
 
 
-def test_fuzz_loader(seeds, request):
+def test_fuzz_loader(seeds, ort, request):
     n = LONG_CASES if request.config.getoption("--fuzz-long") else CASES
     t0 = time.perf_counter()
-    counts, bugs, slowest = fuzz(seeds, SEED, n)
+    counts, bugs, slowest = fuzz(seeds, SEED, n, ort)
     took = time.perf_counter() - t0
     summary = (f"{n} cases (seed {SEED}) in {took:.1f} s: {dict(counts)}; slowest case {slowest[1]} "
                f"{slowest[0] * 1e3:.0f} ms")
     print("\n" + summary)
     assert not bugs, f"{len(bugs)} findings; {summary}\n" + "\n".join(bugs[:25])
-    assert sum(counts[k] for k in ("rejected", "ran", "ran+ort", "noinput")) == n
+    assert sum(counts[k] for k in ("rejected", "ran", "ran+ort", "ort_crashed", "noinput")) == n
     # the mix is meaningful: most mutants are rejected, a good share still runs and is checked against ORT
     assert counts["rejected"] > n // 2 and counts["ran+ort"] > n // 50, summary
     assert counts["bytes"] > n // 5 and counts["structural"] > n // 2, summary
@@ -273,4 +271,6 @@ if __name__ == "__main__":   # replay: python tests/test_fuzz_loader.py SEED CAS
     sm = seed_models(tempfile.mkdtemp())
     c, name, what, mutant = next(fm.Mutator(seed).mutants(sm, 1, start=case))
     print(f"case {c} on {name}: {what}")
-    print(run_case(mutant, c))
+    w = fm.OrtWorker()
+    print(run_case(mutant, c, w))
+    w.close()

@@ -495,20 +495,34 @@ def inspect_model(args, out=None):
     except (ValueError, TypeError, OSError) as e:
         print(f"pyqinfer inspect: error: {e}", file=sys.stderr)
         return 1
+    try:
+        mem = model.memory(args.batch)
+    except (ValueError, TypeError) as e:   # unknown input shapes, or the run itself fails
+        mem = {"error": str(e)}
     if args.json:
         recs = model.layers()
         for r in recs:
             r["out_shape"] = list(r["out_shape"]) if r["out_shape"] is not None else None
         json.dump({"inputs": [[i.name, i.dtype.name, list(i.shape or ())] for i in model.inputs],
                    "outputs": [[o.name, o.dtype.name, list(o.shape or ())] for o in model.outputs],
-                   "layers": recs}, out, indent=1, default=str)
+                   "layers": recs, "memory": mem}, out, indent=1, default=str)
         print(file=out)
         return 0
     if args.graph:
         print(model.graph.pretty(), file=out)
         print(file=out)
     print(model.summary(), file=out)
+    if "error" in mem:
+        print(f"memory: not measured ({mem['error']})", file=out)
+    else:
+        print(f"memory at batch {mem['batch']}: weights {_kib(mem['weights'])}; peak of a run "
+              f"{_kib(mem['measured_peak'])} measured (numpy buffers incl. inputs {_kib(mem['inputs'])}), "
+              f"{_kib(mem['planned_peak'])} planned (live tensors)", file=out)
     return 0
+
+
+def _kib(n):
+    return f"{n} B" if n < 10240 else f"{n / 1024:.1f} KiB" if n < 10 * 1024 * 1024 else f"{n / 2**20:.1f} MiB"
 
 
 def verify_model(args, out=None):
@@ -653,11 +667,15 @@ def build_parser():
                                      "(or numpy float op), input and output dtypes with quantization "
                                      "parameters, weight scheme and bit width, weight bytes, MACs at "
                                      "batch 1, and the kernel that will run it. Numpy float ops are "
-                                     "marked (and whether they are bit-exact).",
+                                     "marked (and whether they are bit-exact). The last line gives the "
+                                     "memory of one run at --batch: resident weights, and the peak of "
+                                     "the activation buffers, measured (tracemalloc) and planned.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     ins.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     ins.add_argument("--graph", action="store_true", help="also print the imported IR graph")
     ins.add_argument("--json", action="store_true", help="print the layer records as JSON instead")
+    ins.add_argument("--batch", type=int, default=1, metavar="N",
+                     help="batch size (free leading dimension) for the memory figures (default 1)")
 
     v = sub.add_parser("verify", help="prove a model bit-exact layer by layer (contract, float reference, ORT)",
                        description=VERIFY_DESCRIPTION,

@@ -4,6 +4,9 @@ Hypothesis profiles
     ci    (default) bounded example counts so the suite stays within minutes
     long  2000 examples per property; select it with ``--hypothesis-profile=long``
           (hypothesis' own pytest option) or ``PYQINFER_HYPOTHESIS_PROFILE=long``.
+    sanitize  25 examples per property, derandomized: the sanitizer build
+          (.ci/sanitize) runs ~20x slower, so the kernels' property tests run
+          under it with this bounded, reproducible profile.
 
 Kernel configuration fixtures
     kernel_path   parametrized over pyqinfer.kernel_paths(); forces the path and
@@ -31,9 +34,17 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=2000)
+settings.register_profile("sanitize", parent=settings.get_profile("ci"), max_examples=25, derandomize=True,
+                          database=None)
 # The command-line option --hypothesis-profile is applied by hypothesis' plugin in
 # pytest_configure, i.e. after this module is imported, so it wins over the env var.
 settings.load_profile(os.environ.get("PYQINFER_HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="tests/test_fuzz_loader.py: the long fuzzing run (200,000 cases) instead of "
+                          "PYQINFER_FUZZ_CASES (default 10,000)")
 
 
 def restore_defaults():

@@ -3,6 +3,7 @@
 #pragma once
 #include <pybind11/numpy.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,9 +33,28 @@ inline const int32_t* int32_vector_or_null(const pybind11::object& obj, int64_t 
   return static_cast<const int32_t*>(keep->data());
 }
 
+// Rejects, before anything is allocated, an output with a negative dimension or
+// more than 2^31 - 1 elements (the kernels index rows and pixels with int32 in
+// places; docs/robustness.md). Overflow-safe: the product is never formed past the limit.
+inline void check_output_shape(const std::vector<pybind11::ssize_t>& shape) {
+  int64_t n = 1;
+  for (pybind11::ssize_t d : shape)
+    if (d < 0) throw std::invalid_argument("output shape has a negative dimension");
+  for (pybind11::ssize_t d : shape) {
+    if (d == 0) return;
+    if (n > INT32_MAX / d) {
+      std::string s;
+      for (pybind11::ssize_t e : shape) s += (s.empty() ? "" : ", ") + std::to_string(e);
+      throw std::invalid_argument("the output (" + s + ") would have more than 2^31 - 1 elements");
+    }
+    n *= d;
+  }
+}
+
 // A fresh output array of out_dtype ("int32", "uint8" or "int8") and its OutKind.
 inline pybind11::array make_output(const std::string& out_dtype, const std::vector<pybind11::ssize_t>& shape,
                                    OutKind* kind) {
+  check_output_shape(shape);
   if (out_dtype == "int32") {
     *kind = OutKind::kInt32;
     return pybind11::array_t<int32_t>(shape);

@@ -84,16 +84,46 @@ def load_model_proto(model) -> "onnx.ModelProto":
     return proto
 
 
-def _to_array(t) -> np.ndarray:
-    """numpy value of a TensorProto; int4/uint4 become int8/uint8 (QParams.bits says 4)."""
-    a = numpy_helper.to_array(t)
+def _to_array(t, what=None) -> np.ndarray:
+    """numpy value of a TensorProto; int4/uint4 become int8/uint8 (QParams.bits says 4).
+    A tensor whose data cannot be read (unknown element type, data of the wrong size
+    for its dims, data in an external file) is a ValueError naming it, never a
+    KeyError from onnx or a read of a file the model names."""
+    what = what or f"tensor {t.name!r}"
+    if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+        raise UnsupportedModelError(f"{what} keeps its data in an external file; pyqinfer loads self-contained "
+                                    f"models only (onnx.save(model, path, save_as_external_data=False))")
+    if t.data_type not in _ELEM_ALL:
+        raise UnsupportedModelError(f"{what} has element type {t.data_type}, which pyqinfer does not read")
+    n = 1
+    for d in t.dims:
+        if d < 0:
+            raise UnsupportedModelError(f"{what} has a negative dimension: {list(t.dims)}")
+        n *= d
+    if n > MAX_CONSTANT_ELEMENTS:
+        raise UnsupportedModelError(f"{what} claims {n} elements (dims {list(t.dims)}); limit {MAX_CONSTANT_ELEMENTS}")
+    try:
+        a = numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 -- onnx raises KeyError/ValueError/TypeError/struct.error here
+        raise UnsupportedModelError(f"{what} cannot be read (dims {list(t.dims)}, element type {t.data_type}): "
+                                    f"{type(e).__name__}: {e}") from None
     if a.dtype.name in ("int4", "uint4"):
         a = np.asarray(a).astype(np.int8 if a.dtype.name == "int4" else np.uint8)
     return np.asarray(a)
 
 
+#: Element types whose tensors (initializers, Constant values) pyqinfer reads.
+_ELEM_ALL = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 21, 22)
+#: The largest constant tensor accepted (a corrupt dims field must not allocate terabytes).
+MAX_CONSTANT_ELEMENTS = 1 << 30
+
 _ELEM = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,
          11: np.float64, 4: np.uint16, 12: np.uint32, 13: np.uint64, 21: np.uint8, 22: np.int8}
+
+
+def _input(node, k) -> str:
+    """Name of input k of an ONNX node, "" when it has fewer inputs."""
+    return node.input[k] if len(node.input) > k else ""
 
 
 def _attrs(node) -> dict:
@@ -141,6 +171,8 @@ class _Importer:
         return name in self.const
 
     def get_const(self, node, name, what):
+        if not name:
+            raise _unsupported(node, f"{what} is missing")
         if name not in self.const:
             raise _unsupported(node, f"{what} ({name!r}) must be a constant (initializer or Constant node)")
         return self.const[name]
@@ -164,7 +196,15 @@ class _Importer:
             ax = None
         if not (np.all(np.isfinite(s)) and np.all(s > 0)):
             raise _unsupported(node, f"scale must be finite and > 0, got {s.reshape(-1)[:4]}")
-        return QParams(s, np.asarray(z).astype(np.int64), ax, bits)
+        z = np.asarray(z)
+        if s.size == 0 or z.size == 0 or (z.size != 1 and s.size != 1 and z.size != s.size):
+            raise _unsupported(node, f"scale ({s.size} values) and zero point ({z.size} values) do not match")
+        if dtype is not None and zp_name and z.dtype != np.dtype(dtype):
+            raise _unsupported(node, f"zero point {zp_name!r} has dtype {z.dtype}, but the quantized tensor is "
+                                     f"{np.dtype(dtype)}")
+        if z.dtype.kind not in "iu":
+            raise _unsupported(node, f"zero point {zp_name!r} must be an integer, got {z.dtype}")
+        return QParams(s, z.astype(np.int64), ax, bits)
 
     def int_view(self, node, name, qp: Optional[QParams], role="input"):
         """The name of an integer activation tensor holding ``name`` with qparams ``qp``
@@ -201,7 +241,7 @@ class _Importer:
     def run(self):
         g = self.g
         for init in g.initializer:
-            self.const[init.name] = _to_array(init)
+            self.const[init.name] = _to_array(init, f"initializer {init.name!r}")
             if init.data_type in (21, 22):
                 self.int4.add(init.name)
         for sp in g.sparse_initializer:
@@ -232,7 +272,12 @@ class _Importer:
         for n in self.sorted_nodes():
             if id(n) in self.done:
                 continue
-            self.node(n)
+            try:
+                self.node(n)
+            except (KeyError, IndexError, AttributeError) as e:
+                # a safety net: whatever the checks above missed still names the node
+                # (tests/test_fuzz_loader.py reports these as findings to fix)
+                raise _unsupported(n, f"malformed node ({type(e).__name__}: {e})") from e
         if self.qonnx is not None:
             self.qonnx.finish()
         self.finish()
@@ -317,7 +362,7 @@ class _Importer:
             a = _attrs(n)
             if "value" in a:
                 v = a["value"]
-                arr = _to_array(v)
+                arr = _to_array(v, f"the value of Constant node {n.name or n.output[0]!r}")
                 if v.data_type in (21, 22):
                     self.int4.add(n.output[0])
             elif "value_float" in a:
@@ -399,11 +444,15 @@ class _Importer:
         if dom == "pyqinfer":
             from . import pyqinfer_domain
             return pyqinfer_domain.import_node(self, n)
-        if self.qonnx is not None:
-            if dom in QONNX_DOMAINS:
-                return self.qonnx.custom_node(n)
-            if dom == "ai.onnx" and self.qonnx.intercept(n):
-                return
+        if self.qonnx is not None and dom in QONNX_DOMAINS:
+            return self.qonnx.custom_node(n)
+        if n.op_type != "Constant" and (not len(n.input) or not n.input[0]):
+            raise _unsupported(n, "its first input is missing")
+        if not len(n.output) or not n.output[0]:
+            raise _unsupported(n, "its first output is missing")
+        self.check_schema(n, dom)
+        if self.qonnx is not None and dom == "ai.onnx" and self.qonnx.intercept(n):
+            return
         if dom not in ("ai.onnx", MS):
             raise _unsupported(n, f"domain {dom!r} is not supported (pyqinfer reads ai.onnx and com.microsoft)")
         if dom == "ai.onnx" and self.try_fold(n):
@@ -425,6 +474,30 @@ class _Importer:
         if op in FLOAT_OPS:
             return self.float_op(n)
         raise _unsupported(n, "this op is not supported")
+
+    def check_schema(self, n, dom):
+        """Required attributes present and no more inputs than the op takes (the ONNX
+        schema at the model's opset; ops onnx does not know pass unchecked)."""
+        version = int(self.opset.get(dom, 0))
+        if dom == "ai.onnx" and not 1 <= version <= onnx.defs.onnx_opset_version():
+            raise _unsupported(n, f"the model declares ai.onnx opset {version}; this onnx package knows opsets "
+                                  f"1 to {onnx.defs.onnx_opset_version()}")
+        try:
+            schema = onnx.defs.get_schema(n.op_type, max(1, version), "" if dom == "ai.onnx" else dom)
+        except Exception:  # noqa: BLE001 -- SchemaError: an op (or opset) onnx does not define
+            if dom == "ai.onnx":
+                raise _unsupported(n, f"ai.onnx has no op {n.op_type!r} at opset {version}") from None
+            return
+        have = {a.name for a in n.attribute}
+        unknown = sorted(have - set(schema.attributes))
+        if unknown:
+            raise _unsupported(n, f"unknown attribute {unknown[0]!r} (the op's attributes at opset {version}: "
+                                  f"{sorted(schema.attributes)})")
+        missing = [k for k, a in schema.attributes.items() if a.required and k not in have]
+        if missing:
+            raise _unsupported(n, f"required attribute {missing[0]!r} is missing")
+        if len(n.input) > schema.max_input or len(n.input) < schema.min_input:
+            raise _unsupported(n, f"has {len(n.input)} inputs; the op takes {schema.min_input} to {schema.max_input}")
 
     # ---- QDQ
     def op_DequantizeLinear(self, n):
@@ -455,6 +528,12 @@ class _Importer:
                 raise _unsupported(n, "per-axis DequantizeLinear of an activation needs its rank")
             qp.axis %= ndim
         self.view[n.output[0]] = (x, qp, n)
+
+    def act_view(self, n, name):
+        """(int tensor, QParams, dq node) of the DequantizeLinear view ``name`` a fused op reads."""
+        if name not in self.view:
+            raise _unsupported(n, f"input {name!r} must be a quantized activation (DequantizeLinear of a tensor)")
+        return self.view[name]
 
     def only_q_consumer(self, name):
         """The single QuantizeLinear consuming float tensor ``name`` (and nothing else), or None."""
@@ -512,7 +591,7 @@ class _Importer:
             # integer op on the stored values; a trailing Q with other qparams is a Rescale
             if len(n.output) > 1 and any(n.output[1:]):
                 raise _unsupported(n, "only the first output is supported")
-            src, qp, _ = self.view[n.input[0]]
+            src, qp, _ = self.act_view(n, n.input[0])
             x = self.int_view(n, n.input[0], qp)
             q = self.only_q_consumer(n.output[0])
             if q is None:
@@ -608,7 +687,7 @@ class _Importer:
     def fuse_Conv(self, n, q, bn=None):
         a = _attrs(n)
         xname = n.input[0]
-        _, xqp, _ = self.view[xname]
+        _, xqp, _ = self.act_view(n, xname)
         if xqp.per_channel:
             raise _unsupported(n, "per-channel activation quantization is not supported")
         w, wqp = self.weight(n, n.input[1])
@@ -652,7 +731,7 @@ class _Importer:
                 "clip": None}
 
     def _matmul_common(self, n, q, xname, w, wqp, bias_name, trans_b):
-        _, xqp, _ = self.view[xname]
+        _, xqp, _ = self.act_view(n, xname)
         if xqp.per_channel:
             raise _unsupported(n, "per-channel activation quantization is not supported")
         if w.dtype not in _INT8 or w.ndim != 2:
@@ -702,7 +781,7 @@ class _Importer:
             self.out.constants[cname] = arr
             self.tensor(cname, arr.dtype, qp, arr.shape)
             return cname
-        _, qp, _ = self.view[name]
+        _, qp, _ = self.act_view(n, name)
         if qp.per_channel:
             raise _unsupported(n, f"{role} {name!r} is quantized per channel; only per-tensor is supported")
         return self.int_view(n, name, qp, role)
@@ -739,7 +818,7 @@ class _Importer:
 
     def fuse_lut(self, n, q):
         """DQ -> Relu/Clip/LeakyRelu -> Q as an exact 256-entry table (float32 evaluation once)."""
-        _, xqp, _ = self.view[n.input[0]]
+        _, xqp, _ = self.act_view(n, n.input[0])
         if xqp.per_channel:
             raise _unsupported(n, "per-channel activation quantization is not supported")
         x = self.int_view(n, n.input[0], xqp)
@@ -785,7 +864,7 @@ class _Importer:
         op = n.op_type
         attrs = {}
         if op == "Reshape":
-            attrs = {"shape": [int(v) for v in self.get_const(n, n.input[1], "the target shape")],
+            attrs = {"shape": [int(v) for v in self.get_const(n, _input(n, 1), "the target shape").reshape(-1)],
                      "allowzero": int(a.get("allowzero", 0))}
         elif op == "Flatten":
             attrs = {"axis": int(a.get("axis", 1))}
@@ -805,7 +884,7 @@ class _Importer:
                 pads = list(a["pads"])
                 value = a.get("value", 0.0)
             else:
-                pads = [int(v) for v in self.get_const(n, n.input[1], "pads")]
+                pads = [int(v) for v in self.get_const(n, _input(n, 1), "pads").reshape(-1)]
                 value = self.const.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
                 if len(n.input) > 2 and n.input[2] and value is None:
                     raise _unsupported(n, "constant_value must be a constant")
@@ -931,6 +1010,8 @@ class _Importer:
         self.emit("QuantizeLinear", n.name or y, [x], [y])
 
     def qop_params(self, n, sname, zname, dtype, n_ch=None, role="x"):
+        if np.dtype(dtype) not in _INT8:
+            raise _unsupported(n, f"{role} must be uint8 or int8 (its zero point's dtype), got {np.dtype(dtype)}")
         qp = self.qparams_from(n, sname, zname, dtype, 0)
         if qp.per_channel and role in ("x", "y", "a"):
             raise _unsupported(n, f"{role} must be quantized per tensor")
@@ -1021,7 +1102,7 @@ class _Importer:
                   {"w": np.ascontiguousarray(w), "w_zero_point": np.asarray(zb, np.int64).reshape(-1)})
 
     def op_QLinearMatMul(self, n):
-        ins = list(n.input)
+        ins = list(n.input) + [""] * (8 - len(n.input))
         adt = self.act(n, ins[0], "a")
         aqp = self.qop_params(n, ins[1], ins[2], adt, role="a")
         w = self.get_const(n, ins[3], "b (weights)")
@@ -1069,12 +1150,12 @@ class _Importer:
                    "bias": bias, "w_bits": np.array(wqp.bits)})
 
     def op_QLinearAdd(self, n):
-        ins = list(n.input)
+        ins = list(n.input) + [""] * (8 - len(n.input))
         adt = self.act(n, ins[0], "A")
         aqp = self.qop_params(n, ins[1], ins[2], adt, role="a")
         bdt = self.act(n, ins[3], "B")
         bqp = self.qop_params(n, ins[4], ins[5], bdt, role="b")
-        cqp = self.qop_params(n, ins[6], ins[7] if len(ins) > 7 else "", adt, role="y")
+        cqp = self.qop_params(n, ins[6], ins[7], adt, role="y")
         if adt != bdt:
             raise _unsupported(n, "A and B must have the same dtype")
         a = self.int_view(n, ins[0], aqp)

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import _core
 from .. import ops
+from ..ops._checks import check_alloc
 from ..ops.conv import _auto_pads
 from . import UnsupportedModelError
 from . import customops
@@ -47,6 +48,14 @@ def _zp(qp, dt):
 
 def _err(node, msg):
     return ValueError(f"node {node.name!r} ({node.kind}): {msg}")
+
+
+def _check_alloc(node, shape, itemsize):
+    """The output of a numpy data-movement step stays within the tensor limits (ops._checks)."""
+    try:
+        check_alloc("output", shape, itemsize)
+    except ValueError as e:
+        raise _err(node, str(e)) from None
 
 
 @dataclass
@@ -365,6 +374,15 @@ class Plan:
         sa, sb, sc = float(aq.scale[0]), float(bq.scale[0]), float(cq.scale[0])
         za, zb, zc = int(aq.zero_point[0]), int(bq.zero_point[0]), int(cq.zero_point[0])
         lo, hi = ops.activation_bounds(n.attrs.get("clip"), sc, zc, dt)
+        if rule == "onnxruntime":
+            # ORT's kernel converts the float result with cvtps2dq, which gives INT_MIN
+            # (then 0 after saturation) for |v| >= 2^31 where docs/semantics.md 11.4 clamps.
+            # |v| <= 255 + 510 (rA + rB): below 2^22 for the ratios nothing can overflow.
+            with np.errstate(over="ignore"):
+                ra, rb = float(np.float32(sa) / np.float32(sc)), float(np.float32(sb) / np.float32(sc))
+            if ra + rb >= 2.0 ** 22:
+                raise _err(n, f"scale ratios a_scale/y_scale = {ra:.3g} and b_scale/y_scale = {rb:.3g} are absurd "
+                              f"(sum >= 2^22): ONNX Runtime's kernel overflows int32 there")
         st.kernel = f"eltwise ({_core.eltwise_kernel_name()})" if rule != "onnx" else "numpy float32 (onnx rule)"
         st.info = {"rule": rule}
         if rule == "onnx":
@@ -685,6 +703,7 @@ class Plan:
             if len(pads) != 2 * r:
                 raise _err(n, f"pads has {len(pads)} entries for a rank-{r} input")
             pw = [(pads[i], pads[i + r]) for i in range(r)]
+            _check_alloc(n, [d + a + b for d, (a, b) in zip(x.shape, pw)], x.dtype.itemsize)
             if mode == "constant":
                 return np.pad(x, pw, mode="constant", constant_values=np.asarray(value).astype(x.dtype))
             return np.pad(x, pw, mode=mode)
@@ -757,6 +776,7 @@ class Plan:
                     out = [int(math.floor(i * s)) for i, s in zip(x.shape, scales)]
                 if len(out) != x.ndim:
                     raise _err(n, f"scales/sizes have {len(out)} entries for a rank-{x.ndim} input")
+                _check_alloc(n, out, x.dtype.itemsize)
                 idx = cache[key] = [index(i, o, s) for i, o, s in zip(x.shape, out, scales)]
             return x[np.ix_(*idx)]
         st.fast = st.slow = f

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..ops._checks import check_alloc
 from .ir import Graph
 from .planner import NCHW, NHWC, Plan, _layout_of
 
@@ -70,7 +71,9 @@ class Model:
         for io in self.inputs:
             if io.shape is None:
                 return
-            feeds[io.name] = np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in io.shape], io.dtype)
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in io.shape]
+            check_alloc(f"input {io.name!r}", shape, io.dtype.itemsize)
+            feeds[io.name] = np.zeros(shape, io.dtype)
         vals = self._execute(feeds, record=True)
         for name, slot in self.plan.slot.items():
             v = vals[slot] if slot < len(vals) else None
@@ -185,6 +188,78 @@ class Model:
                             f"{[i.name for i in self.inputs]}: use run({{name: array}})")
         out = self.run({self.inputs[0].name: args[0]})
         return out[self.graph.outputs[0]] if len(out) == 1 else out
+
+    # ------------------------------------------------------------------ memory
+    def memory(self, batch: int = 1) -> dict:
+        """Memory of one run at ``batch`` (free leading dimensions set to it), in bytes:
+
+        * ``weights``: the model's resident constants (packed weights, biases, tables,
+          constant tensors), allocated once at load;
+        * ``inputs``: the input arrays of that run;
+        * ``planned_peak``: the planner's estimate, the largest sum of the tensors alive
+          at one step (inputs, intermediates not yet freed, the step's outputs) with the
+          shapes of a run at ``batch``;
+        * ``measured_peak``: the inputs plus the peak of the numpy buffers allocated
+          during one real run on zero inputs, measured with :mod:`tracemalloc` (numpy
+          reports its data buffers to it; layout transposes and op temporaries
+          included; the kernels' own C++ scratch, a few hundred KiB per thread at
+          most, is not).
+
+        ``pyqinfer inspect`` prints them (tests/test_memory.py checks them)."""
+        import tracemalloc
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        feeds = {}
+        for io in self.inputs:
+            if io.shape is None:
+                raise ValueError(f"input {io.name!r} has an unknown shape; memory() needs every input shape")
+            feeds[io.name] = np.zeros([d if isinstance(d, int) and d > 0 else batch for d in io.shape], io.dtype)
+        weights = sum(int(v.nbytes) for v in self.graph.constants.values())
+        for st in self._steps:
+            weights += int(st.info.get("weight_bytes", 0))
+        was_tracing = tracemalloc.is_tracing()
+        if not was_tracing:
+            tracemalloc.start()
+        try:
+            self.run(feeds)     # first call at this shape: validating path, caches filled
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            self.run(feeds)
+            measured = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            if not was_tracing:
+                tracemalloc.stop()
+        inputs = sum(int(v.nbytes) for v in feeds.values())
+        return {"batch": batch, "weights": weights, "inputs": inputs,
+                "planned_peak": self._planned_peak(batch), "measured_peak": inputs + int(measured)}
+
+    def _planned_peak(self, batch):
+        """Largest sum of live tensor bytes over the steps (shapes from the batch-1 shape
+        inference, the leading dimension scaled to ``batch`` for batch-free tensors)."""
+        nbytes = {}
+        for name, slot in self.plan.slot.items():
+            shp = self.shapes.get(name)
+            t = self.graph.tensors.get(name)
+            if shp is None or t is None:
+                continue
+            n = int(np.prod(shp, dtype=np.int64)) * t.dtype.itemsize
+            if isinstance(t.shape, tuple) and t.shape and isinstance(t.shape[0], str):
+                n *= batch
+            nbytes[slot] = n
+        consts = {s for s, _ in self.plan.const_vals}
+        live = {s for s in self.plan.input_slots}
+        peak = cur = sum(nbytes.get(s, 0) for s in live)
+        for st in self._steps:
+            for o in st.outs:
+                if o not in live and o not in consts:
+                    live.add(o)
+                    cur += nbytes.get(o, 0)
+            peak = max(peak, cur)
+            for i in st.free_after:
+                if i in live:
+                    live.discard(i)
+                    cur -= nbytes.get(i, 0)
+        return int(peak)
 
     # ------------------------------------------------------------------ inspect
     def layers(self) -> List[dict]:

@@ -8,12 +8,45 @@ import numpy as np
 
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
+#: The kernels index with int32 in places (docs/robustness.md): no tensor an op or
+#: the runner allocates may have more than 2^31 - 1 elements.
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def max_tensor_bytes():
+    """The largest tensor (bytes) an op or the runner allocates: PYQINFER_MAX_TENSOR_BYTES,
+    default 2^31 - 1 (2 GiB). Larger requests are rejected before allocating."""
+    import os
+    try:
+        return int(os.environ.get("PYQINFER_MAX_TENSOR_BYTES", "")) or MAX_ELEMENTS
+    except ValueError:
+        return MAX_ELEMENTS
+
+
+def check_alloc(what, shape, itemsize=1):
+    """ValueError unless a tensor of ``shape`` (Python ints, any size) and ``itemsize``
+    stays within MAX_ELEMENTS and max_tensor_bytes(); checked before allocating, in
+    exact integer arithmetic (numpy's int64 products wrap)."""
+    n = 1
+    for d in shape:
+        d = int(d)
+        if d < 0:
+            raise ValueError(f"{what}: negative dimension in shape {tuple(int(v) for v in shape)}")
+        n *= d
+    limit = max_tensor_bytes()
+    if n > MAX_ELEMENTS or n * itemsize > limit:
+        raise ValueError(f"{what}: shape {tuple(int(v) for v in shape)} is {n} elements ({n * itemsize} bytes); "
+                         f"the limit is {MAX_ELEMENTS} elements and {limit} bytes (PYQINFER_MAX_TENSOR_BYTES)")
+    return n
+
 
 def _int8_array(name, x):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of uint8 or int8, got {type(x).__name__}")
     if x.dtype not in _RANGES:
         raise TypeError(f"{name} must have dtype uint8 or int8, got {x.dtype}")
+    if x.size > MAX_ELEMENTS:   # e.g. a broadcast view: rejected before any contiguous copy
+        check_alloc(name, x.shape, 1)
     return x
 
 
@@ -70,6 +103,8 @@ def activation_bounds(clip, y_scale, y_zero_point, dtype):
     ``"relu6"`` (also hi = zp + RNE(fl32(6 / y_scale))), or a ``(lo, hi)`` pair of
     integers in the quantized output domain.
     """
+    if np.dtype(dtype) not in _RANGES:
+        raise TypeError(f"output dtype must be one of {sorted(str(d) for d in _RANGES)}, got {np.dtype(dtype)}")
     qmin, qmax = _RANGES[np.dtype(dtype)]
     if clip is None or clip == "none":
         return qmin, qmax

@@ -3,9 +3,10 @@
 
 The exported graph computes exactly the eval-mode forward of the prepared model
 (``pyqinfer.train.layers``): the round trip ``pyqinfer.load(path).run(x)`` equals
-``model.eval()(x)`` element for element. Only standard-domain ops (``ai.onnx``
-opset 21 and ``com.microsoft`` QGemm) are written, so ONNX Runtime runs the
-files too. Per layer:
+``model.eval()(x)`` element for element. By default only standard-domain ops
+(``ai.onnx`` opset 21 and ``com.microsoft`` QGemm) are written, so ONNX Runtime
+runs the files too; ``pyqinfer_domain=True`` adds the ``pyqinfer`` domain
+(docs/model-format.md section 9) for what standard ops cannot say. Per layer:
 
 * **single integer weight part, 8-bit container** (uniform int8 and int2-8 held
   in int8, PoT/APoT/log levels that fit in int8): ``QLinearConv`` or
@@ -32,10 +33,21 @@ files too. Per layer:
 The input gets ``QuantizeLinear`` (the first layer's input quantizer, rule
 ``onnx``), the output ``DequantizeLinear`` (or the float accumulator path).
 
-Not exported yet (``NotImplementedError`` naming the piece): threshold output
-quantizers (MultiThreshold), PoT/APoT/log activation quantizers, weight codes
-wider than int8 (shift codes): they need the ``pyqinfer`` ONNX domain of
-docs/model-format.md section 9, which is being specified.
+With ``pyqinfer_domain=True``:
+
+* **threshold output quantizers** (QN, PoT/APoT/log activations):
+  ``pyqinfer.MultiThreshold`` on the int32 accumulator, then the level codes;
+* **level-set weights** (PoT, DeepShift-Q, APoT, log base 2 / sqrt(2)) whose
+  integer levels do not fit int8, or whose declared ``acc_bits`` can saturate
+  (``shift_layers="all"``: every one): ``pyqinfer.ShiftConv`` /
+  ``pyqinfer.ShiftMatMul`` with the codes of :func:`shift_codes` (rule
+  ``exact``, mode ``fp32``, the layer's ``acc_bits``).
+
+A declared ``acc_bits`` on a standard op becomes the verified metadata
+``pyqinfer.acc_bits:<node>`` (docs/model-format.md 9.4). Not exported
+(``ExportError`` naming the piece): PWLQ as ``pyqinfer.PWLQMatMul`` (the
+trainer's four parts are not the decomposition of semantics section 14), int16
+activation codes, the non-``fp32`` requant modes.
 """
 from __future__ import annotations
 

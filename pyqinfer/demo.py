@@ -21,7 +21,10 @@ Per model the demo reports:
   (batch 1, all threads), and for the shift schemes (PoT, APoT, log) the speed
   of ``pyqinfer.ops.shift_matmul``'s shift kernel relative to its multiply
   kernel on the same power-of-two terms and the layers' real inputs
-  (:func:`shift_vs_multiply`; the two kernels must agree bit for bit).
+  (:func:`shift_vs_multiply`; the two kernels must agree bit for bit). The
+  5-bit log models (levels up to 2^14, wider than int8) are
+  ``pyqinfer.ShiftConv`` / ``ShiftMatMul`` layers; their multiply kernel is the
+  int32 one.
 
 Models in the ``pyqinfer`` ONNX domain that this pyqinfer cannot load yet
 (manifest ``checked: false``: written without the export check) are listed as
@@ -38,7 +41,7 @@ import time
 import numpy as np
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
-SHIFT_SCHEMES = ("pot4", "apot4", "log4")
+SHIFT_SCHEMES = ("pot4", "apot4", "log4", "log5")
 LATENCY_RUNS = 30
 
 
@@ -94,8 +97,9 @@ def shift_vs_multiply(model, feeds, target_seconds=0.04):
     from .ops import shift as sh
 
     g = model.graph
-    layers = [n for n in g.nodes if n.kind in ("QLinearConv", "QLinearMatMul")
-              and not np.any(n.params["w_zero_point"]) and n.attrs.get("group", 1) == 1]
+    layers = [n for n in g.nodes if (n.kind in ("QLinearConv", "QLinearMatMul")
+                                     and not np.any(n.params["w_zero_point"]) and n.attrs.get("group", 1) == 1)
+              or (n.kind in ("ShiftConv", "ShiftMatMul") and n.attrs.get("rule") == "exact")]
     if not layers:
         return None, None
     acts = model.run(feeds, outputs=[n.inputs[0] for n in layers])
@@ -105,15 +109,16 @@ def shift_vs_multiply(model, feeds, target_seconds=0.04):
         x = acts[n.inputs[0]]
         za = g.tensors[n.inputs[0]].quant.zero_point[0]
         za = x.dtype.type(za)
-        w = n.params["w"]
-        if n.kind == "QLinearConv":
-            signs, exps = _shift_terms(w)
+        if n.kind in ("ShiftConv", "ShiftMatMul"):      # the layer's own terms (codes wider than int8)
+            signs, exps = n.params["signs"], n.params["exponents"]
+        else:
+            signs, exps = _shift_terms(n.params["w"])
+        if n.kind in ("QLinearConv", "ShiftConv"):
             pw = sh.pack_shift_conv_weights(signs, exps)
             a, _ = sh.im2col_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), int(za), pw.kernel_shape,
                                   n.attrs["pads"], n.attrs["strides"], n.attrs["dilations"])
             pw = pw.gemm
         else:
-            signs, exps = _shift_terms(w)
             pw = sh.pack_shift_weights(signs, exps)
             a = x.reshape(-1, x.shape[-1])
         a = np.ascontiguousarray(a)
@@ -242,7 +247,7 @@ def table(doc):
                "= QAT model: output elements bit-identical to the trained quantized model's eval-mode "
                "output; = float ref: equal to pyqinfer.verify's float reference run end to end "
                "(and every layer bit-exact with the contract); us/img: median microseconds per image, batch 1; "
-               "shift/mul: speed of the shift kernel relative to the multiply kernel (int8 VNNI) on the "
+               "shift/mul: speed of the shift kernel relative to the multiply kernel (int8 VNNI; int32 for the log5 codes) on the "
                "same power-of-two terms and the layers' real inputs, all layers (below 1: shift is "
                "slower; both give the same bits; see pyqinfer bench shift-vs-mul).")
     pend = [r for r in doc["models"] if "pending" in r]

@@ -15,7 +15,8 @@ shipped files need neither. Deterministic: fixed seeds, CPU, one thread.
    export), its eval-mode outputs on the test split as the reference that the
    engine must reproduce bit for bit.
 
-Models using the ``pyqinfer`` ONNX domain (the threshold activations) are
+Models using the ``pyqinfer`` ONNX domain (the threshold activations, the 5-bit
+log weights as shift layers) are
 written without the export check when this pyqinfer cannot load that domain
 yet (manifest ``checked: false``); ``pyqinfer demo`` lists them as pending until
 it can, then runs and checks them like the others.
@@ -53,7 +54,9 @@ SCHEMES = collections.OrderedDict([
     ("log4", "logarithmic (base 2) 4-bit weights, A8"),
     ("pwlq4", "piecewise-linear 4-bit weights (post-training, bias correction), A8"),
     ("thresh2", "Quantization Networks 2-bit threshold activations, W8"),
+    ("log5", "logarithmic (base 2) 5-bit weights: levels up to 2^14, pyqinfer.ShiftConv / ShiftMatMul layers, A8"),
 ])
+DOMAIN_SCHEMES = ("thresh2", "log5")      # exported with pyqinfer_domain=True
 
 
 def nets(torch, nn):
@@ -79,7 +82,7 @@ def scheme_config(scheme, layers):
     a8 = {"scheme": "uniform", "bits": 8}
     cfg = {"default": {"weight": {"scheme": "uniform", "bits": 8, "per_channel": True}, "act": dict(a8)}}
     w4 = {"pot4": {"scheme": "pot", "bits": 4}, "apot4": {"scheme": "apot", "bits": 4, "weight_norm": False},
-          "log4": {"scheme": "log", "bits": 4}, "pwlq4": {"scheme": "pwlq", "bits": 4, "breakpoint": "search",
+          "log4": {"scheme": "log", "bits": 4}, "log5": {"scheme": "log", "bits": 5}, "pwlq4": {"scheme": "pwlq", "bits": 4, "breakpoint": "search",
                                                            "bias_correction": True},
           "int4": {"scheme": "uniform", "bits": 4, "per_channel": True}}
     if scheme in w4:
@@ -190,7 +193,7 @@ def main(argv=None):
                    "float_correct": fcorrect, "float_accuracy": fcorrect / len(yte),
                    "ptq_correct": ptq_correct, "ptq_accuracy": ptq_correct / len(yte),
                    "correct": qat_correct, "accuracy": qat_correct / len(yte), "qat_epochs": QAT_EPOCHS}
-            kw = dict(pyqinfer_domain=scheme == "thresh2", doc_string=f"pyqinfer demo model {name}: {SCHEMES[scheme]}")
+            kw = dict(pyqinfer_domain=scheme in DOMAIN_SCHEMES, doc_string=f"pyqinfer demo model {name}: {SCHEMES[scheme]}")
             path = os.path.join(args.out, name + ".onnx")
             try:
                 qt.export(q, Xte[:8], path, **kw)

@@ -20,7 +20,7 @@ import pyqinfer  # noqa: E402
 from pyqinfer import demo  # noqa: E402
 
 DATA = demo.data_dir()
-SCHEMES = ["int8", "int4", "mixed", "pot4", "apot4", "log4", "pwlq4", "thresh2"]
+SCHEMES = ["int8", "int4", "mixed", "pot4", "apot4", "log4", "pwlq4", "thresh2", "log5"]
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,19 @@ def test_table_and_speed(result):
             assert r["shift_vs_mul"] == "n/a"
 
 
+def test_log5_models_run_shift_layers():
+    """The 5-bit log models hold levels up to 2^14 (wider than int8): every layer is a pyqinfer
+    shift layer with 5-bit packed codes, and they are checked at export."""
+    man = {m["name"]: m for m in demo.load_manifest()["models"]}
+    for name in ("cnn_log5", "mlp_log5"):
+        assert man[name]["checked"] is True
+        m = pyqinfer.load(os.path.join(DATA, man[name]["file"]))
+        kinds = [r["kind"] for r in m.layers() if r["kind"].startswith(("Shift", "QLinear", "QGemm"))]
+        assert kinds and set(kinds) <= {"ShiftConv", "ShiftMatMul"}, kinds
+        terms = [n for n in m.graph.nodes if n.kind.startswith("Shift")]
+        assert max(int(n.params["exponents"].max()) for n in terms) > 6     # a level above 127
+
+
 def test_shift_terms():
     """Integer levels -> power-of-two terms that sum back to the levels."""
     w = np.array([[0, 1, -2, 3], [-64, 96, -127, 8]], np.int8)
@@ -142,7 +155,8 @@ def test_cli_subprocess_progress():
                        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(pyqinfer.__file__))})
     assert p.returncode == 0, p.stderr
     assert "cnn_int8" in p.stdout and "= QAT model" in p.stdout
-    assert "16/16" in p.stderr and "#" in p.stderr
+    n = len(demo.load_manifest()["models"])
+    assert f"{n}/{n}" in p.stderr and "#" in p.stderr
 
 
 def test_json_stdout(capsys):

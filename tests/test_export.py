@@ -2,7 +2,9 @@
 
 For every scheme the exporter writes (uniform int8 / int4 / mixed precision,
 PoT / APoT / log levels in int8, PWLQ's four parts, asymmetric and signed
-activations, a layer without output quantizer): ``pyqinfer.load(path).run(x)``
+activations, a layer without output quantizer; with ``pyqinfer_domain=True``
+threshold activations and PoT / APoT / log / DeepShift-Q weights as shift
+layers, including codes wider than int8 and a saturating ``acc_bits``): ``pyqinfer.load(path).run(x)``
 equals the prepared model's eval-mode output element for element (float32 bits),
 on random inputs (including values outside the input quantizer's range) and on
 the digits test images; every layer's integer codes equal ``last_int_output``;
@@ -258,14 +260,15 @@ def test_threshold_export_without_importer():
 
 
 def test_wide_codes_refused():
-    """Log weights wider than int8 (shift codes up to 2^8) need shift layers: refused, naming them."""
+    """Log weights wider than int8 (shift codes up to 2^14) need shift layers: without the pyqinfer
+    domain refused, naming the flag that writes them."""
     q = qt.prepare(mlp(), {"default": {"weight": {"scheme": "log", "bits": 5}}})
     qt.calibrate(q, [_digits()[:64]])
     q.eval()
     parts = q[1].integer_params()["parts"]
     if float(parts[0].w_int.abs().max()) <= 127:
         pytest.skip("this log configuration fits int8")
-    with pytest.raises(ExportError, match="shift"):
+    with pytest.raises(ExportError, match="shift codes.*pyqinfer_domain=True"):
         qt.export(q, _digits()[:2])
 
 
@@ -298,3 +301,176 @@ def test_readme_pytorch_path(tmp_path, monkeypatch):
     ns = {"model": cnn(), "x": _digits()[:64]}
     exec(compile(blocks[0], readme, "exec"), ns)
     assert os.path.getsize(tmp_path / "model.onnx") > 0
+
+
+# ---------------------------------------------------------------- shift layers (pyqinfer domain)
+SHIFT_CONFIGS = {   # name -> (builder, config, at least one layer's integer weights wider than int8)
+    "mlp_log5": (mlp, {"default": W(scheme="log", bits=5)}, True),
+    "cnn_log5": (cnn, {"default": W(scheme="log", bits=5)}, True),
+    "mlp_log5_sqrt2": (mlp, {"default": W(scheme="log", bits=5, base="sqrt2")}, True),
+    "cnn_log4_sqrt2": (cnn, {"default": W(scheme="log", bits=4, base="sqrt2")}, False),
+    "mlp_pot5": (mlp, {"default": W(scheme="pot", bits=5)}, True),
+    "cnn_pot5": (cnn, {"default": W(scheme="pot", bits=5)}, True),
+    "cnn_pot4": (cnn, {"default": W(scheme="pot", bits=4)}, False),
+    "mlp_deepshift5": (mlp, {"default": W(scheme="deepshift", bits=5)}, True),
+    "cnn_deepshift4": (cnn, {"default": W(scheme="deepshift", bits=4, rounding="stochastic", seed=0)}, False),
+    "cnn_apot4_repo": (cnn, {"default": W(scheme="apot", bits=4, weight_norm=False)}, False),
+    "mlp_apot7_repo": (mlp, {"default": W(scheme="apot", bits=7, weight_norm=False)}, True),
+    "cnn_apot5_paper": (cnn, {"default": W(scheme="apot", bits=5, k=2, weight_norm=False)}, False),
+    "mlp_apot7_paper": (mlp, {"default": W(scheme="apot", bits=7, k=2, weight_norm=False)}, True),
+    "mlp_apot3_norm": (mlp, {"default": W(scheme="apot", bits=3)}, False),
+    # mixed: 8-bit uniform first layer, wide shift codes inside, int32 logits
+    "cnn_mixed_log5_logits": (cnn, {"default": W(scheme="log", bits=5), "0": W(scheme="uniform", bits=8),
+                                   "10": {"act": None}}, True),
+}
+
+
+def _shift_prepared(name, qat_steps=0):
+    build, cfg, _ = SHIFT_CONFIGS[name]
+    CONFIGS["_shift"] = (build, cfg)
+    try:
+        return _prepared("_shift", qat_steps)
+    finally:
+        del CONFIGS["_shift"]
+
+
+def _wide(q):
+    return any(float(m.integer_params()["parts"][0].w_int.abs().max()) > 127 for _, m in qt.quantized_layers(q))
+
+
+SHIFT_QAT = ("mlp_log5", "cnn_pot5", "mlp_deepshift5", "mlp_apot7_paper", "cnn_log4_sqrt2")
+
+
+@pytest.mark.parametrize("name,qat", [(n, 0) for n in sorted(SHIFT_CONFIGS)] + [(n, 2) for n in SHIFT_QAT],
+                         ids=[f"{n}-ptq" for n in sorted(SHIFT_CONFIGS)] + [f"{n}-qat" for n in SHIFT_QAT])
+def test_round_trip_shift_layers(name, qat, tmp_path):
+    """Every level-set weight scheme as pyqinfer.ShiftConv / ShiftMatMul: outputs and every layer's
+    integer codes equal the eval model's bit for bit; codes wider than int8 need the shift layers."""
+    q = _shift_prepared(name, qat)
+    assert _wide(q) == SHIFT_CONFIGS[name][2], "the configuration no longer tests what its name says"
+    path = tmp_path / f"{name}.onnx"
+    proto = qt.export(q, _digits()[:8], str(path), pyqinfer_domain=True, shift_layers="all")   # check=True
+    onnx.checker.check_model(onnx.load(str(path)))
+    shift = [n for n in proto.graph.node if n.op_type in ("ShiftConv", "ShiftMatMul")]
+    assert shift and all(n.domain == "pyqinfer" for n in shift)
+    level_layers = [n for n, m in qt.quantized_layers(q) if m.weight_quant.scheme != "uniform"]
+    assert len(shift) == len(level_layers)
+    m = pyqinfer.load(str(path))
+    kinds = {r["name"]: r["kind"] for r in m.layers()}
+    assert {kinds[n.name] for n in shift} <= {"ShiftConv", "ShiftMatMul"}
+    for kind, x in _inputs(qat + 7).items():
+        with torch.no_grad():
+            want = q(x).numpy()
+        got = m.run({"x": x.numpy()})["y"]
+        diff = int((_bits(got) != _bits(want)).sum())
+        assert diff == 0, f"{name} {kind}: {diff} of {want.size} outputs differ"
+        for lname, layer in qt.quantized_layers(q):
+            if layer.out_quant is None:
+                continue
+            t = _layer_output(proto, lname.replace(".", "_"))
+            codes = m.run({"x": x.numpy()}, outputs=[t])[t]
+            assert np.array_equal(codes.astype(np.float64), layer.last_int_output.numpy()), (name, lname, t)
+    if not SHIFT_CONFIGS[name][2]:
+        # fits int8: the default (shift_layers="wide") keeps the int8 standard ops
+        p2 = qt.export(q, _digits()[:8], pyqinfer_domain=True)
+        assert not {n.op_type for n in p2.graph.node} & {"ShiftConv", "ShiftMatMul"}
+
+
+def test_shift_layer_codes_and_attributes():
+    """The codes in the file decode to the layer's integer weights; the attributes name the codebook."""
+    from pyqinfer import quant
+    from pyqinfer.train.export import shift_codes
+    q = _shift_prepared("cnn_log5")
+    proto = qt.export(q, _digits()[:2], pyqinfer_domain=True)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    node = next(n for n in proto.graph.node if n.op_type == "ShiftConv")
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    assert a["scheme"] == b"log" and a["base"] == b"2" and a["bits"] == 5 and a["rule"] == b"exact"
+    assert a["acc_bits"] == 32 and a["mode"] == b"fp32" and a["e_min"] == 0
+    layer = q[0]
+    w = layer.integer_params()["parts"][0].w_int.numpy()
+    assert a["w_shape"] == list(w.shape) and np.abs(w).max() > 127
+    codes = shift_codes(layer)
+    cb = quant.log_codebook(5, e_min=a["e_min"], e_max=a["e_max"], base=2, signed=True)
+    got = quant.unpack(inits[node.input[3]], w.shape, cb)
+    ints, _ = got.to_integers()
+    assert np.array_equal(ints.astype(np.float64), w)
+    assert inits[node.input[3]].size == (w.size * 5 + 7) // 8            # 5 bits a weight
+    assert np.array_equal(inits[node.input[4]], codes.scale)
+
+
+def test_shift_threshold_activations(tmp_path):
+    """Wide shift weights followed by threshold activations: MultiThreshold on the shift layer's
+    int32 accumulator (bias inside), bit-exact."""
+    m = mlp()
+    q = qt.prepare(m, {"default": {"weight": {"scheme": "log", "bits": 5}, "act": {"scheme": "qn", "bits": 2}},
+                       "6": {"act": {"scheme": "uniform", "bits": 8}}})
+    qt.calibrate(q, [_digits()[:200]])
+    q.eval()
+    assert _wide(q)
+    proto = qt.export(q, _digits()[:8], pyqinfer_domain=True)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("MultiThreshold") == 2 and ops.count("ShiftMatMul") == 3
+    mod = pyqinfer.load(proto)
+    for kind, x in _inputs(3).items():
+        with torch.no_grad():
+            want = q(x).numpy()
+        assert np.array_equal(_bits(mod.run({"x": x.numpy()})["y"]), _bits(want)), kind
+
+
+def test_shift_acc_bits_saturates():
+    """A declared acc_bits narrower than the accumulator: the eval form and the shift layer saturate
+    once to it (semantics 12.2), bit-exactly; a standard op cannot, so without the domain: refused."""
+    # 4-bit log levels fit int8: the default shift_layers="wide" makes shift layers of the two layers
+    # whose acc_bits can saturate and keeps the int8 QGemm for the last one
+    cfg = {"default": {"weight": {"scheme": "log", "bits": 4}}, "1": {"acc_bits": 16}, "4": {"acc_bits": 16}}
+    build = SHIFT_CONFIGS["mlp_log5"][0]
+    q = qt.prepare(build(), cfg)
+    qt.calibrate(q, [_digits()[:200]])
+    q.eval()
+    ref = qt.prepare(build(), {"default": cfg["default"]})
+    qt.calibrate(ref, [_digits()[:200]])
+    ref.eval()
+    x = torch.cat([_digits(), _inputs(4)["random"]])
+    with torch.no_grad():
+        want = q(x).numpy()
+        unsat = ref(x).numpy()
+    assert not np.array_equal(want, unsat), "acc_bits=16 never saturates here: the test proves nothing"
+    proto = qt.export(q, x, pyqinfer_domain=True)             # check=True on inputs that saturate
+    acc = {n.name: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["acc_bits"]
+           for n in proto.graph.node if n.op_type == "ShiftMatMul"}
+    assert acc == {"1": 16, "4": 16} and "QGemm" in {n.op_type for n in proto.graph.node}
+    got = pyqinfer.load(proto).run({"x": x.numpy()})["y"]
+    assert np.array_equal(_bits(got), _bits(want))
+    with pytest.raises(ExportError, match="acc_bits=16 can saturate"):
+        qt.export(q, x)
+
+
+def test_acc_bits_standard_ops():
+    """acc_bits on int8 layers: written as verified metadata when the bound holds, refused when it can
+    saturate (standard ops never saturate)."""
+    q = qt.prepare(mlp(), {"1": {"acc_bits": 24}, "4": {"acc_bits": 24}})
+    qt.calibrate(q, [_digits()[:200]])
+    proto = qt.export(q.eval(), _digits()[:8])                 # check=True: pyqinfer.load verifies
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props == {"pyqinfer.acc_bits:1": "24", "pyqinfer.acc_bits:4": "24"}
+    q = qt.prepare(mlp(), {"1": {"acc_bits": 12}})
+    qt.calibrate(q, [_digits()[:200]])
+    with pytest.raises(ExportError, match="verified declaration"):
+        qt.export(q.eval(), _digits()[:8], pyqinfer_domain=True)
+    with pytest.raises(ValueError, match="acc_bits"):
+        qt.prepare(mlp(), {"1": {"acc_bits": 40}})
+
+
+def test_shift_int32_bound_refused():
+    """Without acc_bits the eval form wraps at int32 and a shift layer saturates: a layer whose
+    accumulator can leave int32 is refused, naming acc_bits."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 700), nn.ReLU(), nn.Linear(700, 10)).eval()
+    m[3].weight.data = torch.sign(torch.randn(10, 700))        # every weight at the top PoT level 2^14
+    q = qt.prepare(m, {"default": {"weight": {"scheme": "pot", "bits": 5}}})
+    qt.calibrate(q, [_digits()[:64]])
+    with pytest.raises(ExportError, match="declare acc_bits"):
+        qt.export(q.eval(), _digits()[:2], pyqinfer_domain=True)
+    with pytest.raises(ValueError, match="shift_layers"):
+        qt.export(q, _digits()[:2], pyqinfer_domain=True, shift_layers="some")

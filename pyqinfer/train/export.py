@@ -3,9 +3,10 @@
 
 The exported graph computes exactly the eval-mode forward of the prepared model
 (``pyqinfer.train.layers``): the round trip ``pyqinfer.load(path).run(x)`` equals
-``model.eval()(x)`` element for element. Only standard-domain ops (``ai.onnx``
-opset 21 and ``com.microsoft`` QGemm) are written, so ONNX Runtime runs the
-files too. Per layer:
+``model.eval()(x)`` element for element. By default only standard-domain ops
+(``ai.onnx`` opset 21 and ``com.microsoft`` QGemm) are written, so ONNX Runtime
+runs the files too; ``pyqinfer_domain=True`` adds the ``pyqinfer`` domain
+(docs/model-format.md section 9) for what standard ops cannot say. Per layer:
 
 * **single integer weight part, 8-bit container** (uniform int8 and int2-8 held
   in int8, PoT/APoT/log levels that fit in int8): ``QLinearConv`` or
@@ -32,10 +33,21 @@ files too. Per layer:
 The input gets ``QuantizeLinear`` (the first layer's input quantizer, rule
 ``onnx``), the output ``DequantizeLinear`` (or the float accumulator path).
 
-Not exported yet (``NotImplementedError`` naming the piece): threshold output
-quantizers (MultiThreshold), PoT/APoT/log activation quantizers, weight codes
-wider than int8 (shift codes): they need the ``pyqinfer`` ONNX domain of
-docs/model-format.md section 9, which is being specified.
+With ``pyqinfer_domain=True``:
+
+* **threshold output quantizers** (QN, PoT/APoT/log activations):
+  ``pyqinfer.MultiThreshold`` on the int32 accumulator, then the level codes;
+* **level-set weights** (PoT, DeepShift-Q, APoT, log base 2 / sqrt(2)) whose
+  integer levels do not fit int8, or whose declared ``acc_bits`` can saturate
+  (``shift_layers="all"``: every one): ``pyqinfer.ShiftConv`` /
+  ``pyqinfer.ShiftMatMul`` with the codes of :func:`shift_codes` (rule
+  ``exact``, mode ``fp32``, the layer's ``acc_bits``).
+
+A declared ``acc_bits`` on a standard op becomes the verified metadata
+``pyqinfer.acc_bits:<node>`` (docs/model-format.md 9.4). Not exported
+(``ExportError`` naming the piece): PWLQ as ``pyqinfer.PWLQMatMul`` (the
+trainer's four parts are not the decomposition of semantics section 14), int16
+activation codes, the non-``fp32`` requant modes.
 """
 from __future__ import annotations
 
@@ -44,6 +56,7 @@ import torch
 from torch import nn
 
 from .layers import QConv2d, QLinear, _QLayer
+from .levels import LevelQuantizer
 from .integer import bias_scale, effective_scale
 
 MS = "com.microsoft"
@@ -51,7 +64,7 @@ PQ = "pyqinfer"
 OPSET = 21
 FLOAT_ACC_LIMIT = 2 ** 24       # |acc| below this: int32 -> float32 and the bias add are exact
 
-__all__ = ["export", "ExportError"]
+__all__ = ["export", "ExportError", "shift_codes"]
 
 
 class ExportError(NotImplementedError):
@@ -150,11 +163,111 @@ def _container(dtype):
     return int(ii.min), int(ii.max)
 
 
+
+# ------------------------------------------------------------------ shift codes
+def _is_shift_quantizer(wq):
+    """A signed level-set weight quantizer (PoT, DeepShift-Q, APoT, log): its integer
+    levels are sums of powers of two, i.e. shift codes (docs/semantics.md 12.5)."""
+    return isinstance(wq, LevelQuantizer) and bool(getattr(wq, "signed", False))
+
+
+def _signed_bits(count):
+    """The smallest signed code width 2..8 holding ``count`` magnitude fields (None beyond 8)."""
+    b = max(2, (count - 1).bit_length() + 1)
+    return b if b <= 8 else None
+
+
+def _codebook_candidates(wq, mags):
+    """Engine codebooks (pyqinfer.quant) that may hold the quantizer's integer levels, in
+    order of preference. ``mags``: the non-negative integer levels (0 included)."""
+    from ..quant import apot_codebook, log_codebook, pot_codebook
+    nz = [m for m in mags if m]
+    scheme = getattr(wq, "scheme", "")
+    if scheme == "apot":
+        k = getattr(wq, "k", None)
+        try:
+            yield apot_codebook(wq.bits, construction="repo" if k is None else "paper", k=k or 2, signed=True)
+        except (TypeError, ValueError):
+            pass
+    if scheme == "log" and getattr(wq, "r", 1) == 2:      # base sqrt(2): the half-octave codes
+        for lo in range(wq.c_min, wq.c_min - 4, -1):        # lower e_min: term 2^0 present
+            b = _signed_bits(wq.c_max - lo + 2)
+            if b is not None:
+                yield log_codebook(b, e_min=lo, e_max=wq.c_max, base="sqrt2", signed=True)
+    if all(m & (m - 1) == 0 for m in nz):                  # one term: 2^e, e in [0, e_max]
+        emax = max((m.bit_length() - 1 for m in nz), default=0)
+        b = _signed_bits(emax + 2)
+        if b is not None:
+            if scheme == "log":
+                yield log_codebook(b, e_min=0, e_max=emax, base=2, signed=True)
+            yield pot_codebook(b, e_min=0, e_max=emax, signed=True)
+
+
+def _value_codes(cb):
+    """{integer level v * 2^shift (rule 'exact'): code} of an engine codebook."""
+    from fractions import Fraction
+    from ..reference.shiftcodes import terms_shift
+    sh = terms_shift(cb, "exact")
+    out = {}
+    for code in cb.valid_codes():
+        v = cb.value(code) * Fraction(2) ** sh
+        if v.denominator == 1:
+            out[int(v)] = code
+    return out
+
+
+def shift_codes(layer, part=None):
+    """The :class:`pyqinfer.quant.ShiftCodes` of a layer with level-set weights (PoT,
+    DeepShift-Q, APoT, log), ``[K, OC]`` with ``K = C*KH*KW`` (conv) or ``in_features``:
+    codes whose rule-'exact' integers equal the layer's integer weights and whose effective
+    scale equals its float32 weight scale, so a shift layer computes the eval form exactly."""
+    from ..quant import ShiftCodes
+    wq = layer.weight_quant
+    if not _is_shift_quantizer(wq):
+        raise ExportError(f"{type(wq).__name__} weights are not shift codes")
+    part = wq.integer_parts(layer.weight.detach())[0] if part is None else part
+    w = _i64(part.w_int)
+    mags = sorted({int(v) for v in _i64(wq.ls.ints).tolist()} | {0})
+    need = set(mags) | {-m for m in mags}
+    cb = table = None
+    for cand in _codebook_candidates(wq, mags):
+        t = _value_codes(cand)
+        if need <= set(t):
+            cb, table = cand, t
+            break
+    if cb is None:
+        raise ExportError(f"{wq.scheme} weights with integer levels {mags[:6]}{'...' if len(mags) > 6 else ''} "
+                          f"have no pyqinfer shift codebook of at most 8 bits (docs/semantics.md 12.6-12.8)")
+    keys = np.array(sorted(table), np.int64)
+    vals = np.array([table[k] for k in keys], np.uint8)
+    w2 = w.reshape(w.shape[0], -1)
+    codes = vals[np.searchsorted(keys, w2)].T                     # [K, OC]
+    scale = _f32(part.scale).reshape(-1)
+    from ..reference.shiftcodes import terms_shift
+    sh = terms_shift(cb, "exact")
+    S = np.ldexp(scale.astype(np.float64), sh).astype(np.float32)
+    S = S.reshape(()) if S.size == 1 else S
+    try:
+        sc = ShiftCodes(codes, cb, S)
+        s_eff = np.asarray(sc.effective_scale("exact"), np.float32).reshape(-1)
+        sc.terms("exact")
+    except ValueError as e:
+        raise ExportError(f"{wq.scheme} weights as {cb.name} codes: {e}") from None
+    if not np.array_equal(s_eff.view(np.uint32), np.broadcast_to(scale, s_eff.shape).view(np.uint32)):
+        raise ExportError(f"{wq.scheme} weights: the codebook scale S * 2^-{sh} is not the weight scale {scale}")
+    ints, _ = sc.to_integers()
+    if not np.array_equal(ints.astype(np.int64), w2.T):          # pragma: no cover - a bug
+        raise ExportError(f"{wq.scheme} weights: the shift codes do not decode to the integer weights")
+    return sc
+
+
 class _Exporter:
-    def __init__(self, model, domain=False):
+    def __init__(self, model, domain=False, shift_layers="wide"):
         self.model = model
         self.domain = bool(domain)
+        self.shift_layers = shift_layers
         self.b = _Builder()
+        self.metadata = {}
 
     # ------------------------------------------------------------ helpers
     def _scalar_qp(self, base, act):
@@ -212,13 +325,21 @@ class _Exporter:
                     f"pyqinfer_domain=True (needs the pyqinfer-domain importer in pyqinfer.load)")
             if len(parts) != 1:
                 raise ExportError(f"{name!r}: threshold activations after a multi-part weight (PWLQ)")
+        wide = False
         for j, part in enumerate(parts):
             w = _i64(part.w_int)
-            if w.min() < -128 or w.max() > (255 if w.min() >= 0 and not part.signed else 127):
-                raise ExportError(
-                    f"{name!r}: weight part {j} has integer levels in [{w.min()}, {w.max()}], wider than int8 "
-                    f"(shift codes): they need the pyqinfer domain's shift layers (docs/model-format.md "
-                    f"section 9), not imported yet")
+            wide = wide or bool(w.min() < -128 or w.max() > (255 if w.min() >= 0 and not part.signed else 127))
+        shift = len(parts) == 1 and _is_shift_quantizer(layer.weight_quant)
+        if shift and self.domain and (wide or self.shift_layers == "all" or
+                                      self._may_saturate(cur, layer, p)):
+            return self.shift_layer(cur, layer, name, p)
+        if wide:
+            raise ExportError(
+                f"{name!r}: the weights have integer levels wider than int8"
+                + (" (shift codes): export with pyqinfer_domain=True, which writes them as "
+                   "pyqinfer.ShiftConv / ShiftMatMul (docs/model-format.md section 9.1)" if shift else
+                   ", which no exported op holds"))
+        self._check_acc_bits(cur, layer, name, p)
         if out_q is not None and hasattr(out_q, "integer_thresholds"):
             return self.threshold_layer(cur, layer, name, p)
         if len(parts) == 1 and out_q is not None:
@@ -291,11 +412,21 @@ class _Exporter:
                 c = self.b.const(f"{name}_bias", bias if bias is not None else np.zeros(oc, np.int32), np.int32)
                 out.name = self.b.node("QGemm", [cur.name, xs, xz, wq, wsc, wz, c, ys, yz], name,
                                        domain=MS, transB=1, alpha=1.0)
+        if layer.acc_bits is not None and self._acc_bound(cur, w, wzp, bias, conv, dtype_range=True) \
+                <= 2 ** (layer.acc_bits - 1) - 1:
+            # a verified declaration (pyqinfer.load checks the bound over the container range,
+            # docs/model-format.md 9.4); when only the quantizer's narrower range proves it, it is
+            # not written (the eval form's saturation is the identity either way)
+            self.metadata[f"pyqinfer.acc_bits:{name}"] = str(layer.acc_bits)
         lo = max(out.lo, out.zp) if layer.activation == "relu" else out.lo
         return self.clamp(out, lo, out.hi, f"{name}_clip")
 
-    def _acc_bound(self, cur, w, wzp, bias, conv):
-        xmax = max(cur.zp - cur.lo, cur.hi - cur.zp)
+    def _acc_bound(self, cur, w, wzp, bias, conv, dtype_range=False):
+        """max over channels of max|x - zx| * sum|w - zw| + |bias|; x in the quantizer's value range
+        (what the eval form sees), or with ``dtype_range`` the container's (semantics 2.2, what
+        pyqinfer.load verifies for a declared acc_bits)."""
+        lo, hi = _container(cur.dtype) if dtype_range else (cur.lo, cur.hi)
+        xmax = max(cur.zp - lo, hi - cur.zp)
         wd = np.abs(w.reshape(w.shape[0], -1) - wzp.reshape(-1, 1) if wzp.size > 1 else
                     w.reshape(w.shape[0], -1) - wzp.reshape(()))
         b = np.zeros(w.shape[0]) if bias is None else np.abs(bias.astype(np.float64))
@@ -345,6 +476,88 @@ class _Exporter:
         out.lo = lo
         return out
 
+    def _bounds(self, cur, p):
+        """The static accumulator bound (semantics 2.2 / 12.3) of each weight part (bias with part 0)."""
+        bias = None if p["bias_int"] is None else _i64(p["bias_int"])
+        out = []
+        for j, part in enumerate(p["parts"]):
+            w, wzp = _i64(part.w_int), _i64(part.zero_point).reshape(-1)
+            out.append(self._acc_bound(cur, w, wzp, bias if j == 0 else None, None))
+        return out
+
+    def _may_saturate(self, cur, layer, p):
+        W = layer.acc_bits
+        return W is not None and max(self._bounds(cur, p)) > 2 ** (W - 1) - 1
+
+    def _check_acc_bits(self, cur, layer, name, p):
+        """Standard ops never saturate: a declared acc_bits must be proven to hold every accumulator
+        (pyqinfer.load verifies it again for the QLinear ops); then the saturation is the identity."""
+        W = layer.acc_bits
+        if W is None:
+            return
+        bnd = max(self._bounds(cur, p))
+        if bnd > 2 ** (W - 1) - 1:
+            hint = ("export with pyqinfer_domain=True: a pyqinfer.ShiftConv / ShiftMatMul saturates to acc_bits"
+                    if _is_shift_quantizer(layer.weight_quant) and len(p["parts"]) == 1 else
+                    "only the pyqinfer-domain shift layers (PoT/APoT/log/DeepShift weights) saturate")
+            raise ExportError(f"{name!r}: the declared acc_bits={W} can saturate (accumulator bound {bnd:.0f} > "
+                              f"2^{W - 1} - 1), and a standard op's acc_bits is a verified declaration that never "
+                              f"saturates; {hint}")
+
+    def shift_layer(self, cur, layer, name, p):
+        """pyqinfer.ShiftConv / ShiftMatMul (docs/model-format.md 9.1): the level-set weights as shift
+        codes, rule 'exact', the layer's acc_bits (int32 wraps in the eval form, so without acc_bits the
+        accumulator must provably fit int32), fp32 requantization with the fused clamp."""
+        from ..frontends.pyqinfer_domain import make_shift_node
+        conv = isinstance(layer, QConv2d)
+        part = p["parts"][0]
+        if conv and layer.groups != 1:
+            raise ExportError(f"{name!r}: pyqinfer.ShiftConv takes group=1 only, the layer has groups={layer.groups}")
+        codes = shift_codes(layer, part)
+        bias = None if p["bias_int"] is None else _i64(p["bias_int"]).astype(np.int32)
+        bnd = max(self._bounds(cur, p))
+        if layer.acc_bits is None and bnd > 2 ** 31 - 1:
+            raise ExportError(f"{name!r}: the accumulator can reach {bnd:.0f}, beyond int32: the eval form wraps "
+                              f"and a shift layer saturates; declare acc_bits in the layer config")
+        if bnd >= 2 ** 53:
+            raise ExportError(f"{name!r}: the accumulator bound {bnd:.0f} >= 2^53: the float64 eval form is not exact")
+        attrs = {"rule": "exact", "acc_bits": 32 if layer.acc_bits is None else int(layer.acc_bits), "mode": "fp32"}
+        if conv:
+            attrs.update({k: v for k, v in layer.op_attributes().items() if k != "group"})
+        out_q = layer.out_quant
+        thresh = out_q is not None and hasattr(out_q, "integer_thresholds")
+        ndim = cur.ndim if conv else 2
+        kw = dict(conv=conv, w_shape=list(part.w_int.shape) if conv else None, x_scale=np.float32(cur.scale),
+                  x_zero_point=np.array(cur.zp, _np_dtype(cur.dtype)), bias=bias)
+        out = None
+        if out_q is not None and not thresh:
+            out = self._out_act(out_q, name, ndim)
+            lo = max(out.lo, out.zp) if layer.activation == "relu" else out.lo
+            if (lo, out.hi) != _container(out.dtype):
+                attrs["clip"] = [int(lo), int(out.hi)]
+            out.lo = lo
+            kw.update(y_scale=np.float32(out.scale), y_zero_point=np.array(out.zp, _np_dtype(out.dtype)))
+        y = self.b.fresh(name)
+        node, inits = make_shift_node(y, codes, cur.name, y, **kw, **attrs)
+        for t in inits:
+            if t.name in self.b.names:
+                raise ExportError(f"{name!r}: initializer name {t.name!r} is taken")   # pragma: no cover
+            self.b.names.add(t.name)
+        self.b.nodes.append(node)
+        self.b.inits.extend(inits)
+        self.b.used_pq = True
+        if out is not None:
+            out.name = y
+            return out
+        if thresh:                     # the bias is already in the accumulator
+            return self.threshold_layer(cur, layer, name, p, acc=y)
+        f = self.b.node("Cast", [y], f"{name}_cast", to=1)       # int32 -> float32 (RNE), as the eval form
+        sx = torch.tensor(float(cur.scale), dtype=torch.float32)
+        fac = _f32(bias_scale(sx, part.scale)).reshape(-1)
+        fac = fac.reshape(()) if fac.size == 1 else fac.reshape([1, -1, 1, 1] if conv else [-1])
+        z = self.b.node("Mul", [f, self.b.const(f"{name}_factor", fac, np.float32)], f"{name}_scale")
+        return _Act(z, False, ndim=ndim)
+
     def integer_acc(self, cur, layer, name, w, wzp, wdt, tag):
         """ConvInteger / MatMulInteger: the int32 accumulator without bias."""
         xz_name = self.b.const(f"{name}{tag}_x_zp", np.array(cur.zp, _np_dtype(cur.dtype)))
@@ -359,24 +572,26 @@ class _Exporter:
         wz = self.b.const(f"{name}{tag}_w_zp", self._per_channel(wzc, oc), wdt)
         return self.b.node("MatMulInteger", [cur.name, wq, xz_name, wz], f"{name}{tag}")
 
-    def threshold_layer(self, cur, layer, name, p):
+    def threshold_layer(self, cur, layer, name, p, acc=None):
         """pyqinfer.MultiThreshold on the int32 accumulator (docs/model-format.md 9.2): the layer's
-        count #{j : acc + bias >= T[c, j]} is #{j : acc >= T[c, j] - bias[c]}, then the level lookup."""
+        count #{j : acc + bias >= T[c, j]} is #{j : acc >= T[c, j] - bias[c]}, then the level lookup.
+        ``acc``: an accumulator that already holds the bias (a shift layer's int32 output)."""
         part = p["parts"][0]
         w, wzp, wscale, signed, _ = self._weight_arrays(layer, part)
         bias = None if p["bias_int"] is None else _i64(p["bias_int"])
         bnd = self._acc_bound(cur, w, wzp, bias, isinstance(layer, QConv2d))
-        if bnd > 2 ** 31 - 1:
+        if bnd > 2 ** 31 - 1 and layer.acc_bits is None:
             raise ExportError(f"{name!r}: the accumulator can reach {bnd:.0f}, beyond int32 (it would wrap)")
         oq = layer.out_quant
         sx = torch.tensor(float(cur.scale), dtype=torch.float32)
         T = oq.integer_thresholds(sx, part.scale, relu=layer.activation == "relu").to(torch.float64).numpy()
         T = T.reshape(-1, T.shape[-1])
-        if bias is not None:
+        if bias is not None and acc is None:
             T = T - bias.reshape(-1, 1).astype(np.float64)
         # thresholds beyond the int32 range are always / never reached: clamp them to the same effect
         T = np.clip(T, -(2.0 ** 32), 2.0 ** 32).astype(np.int64)
-        acc = self.integer_acc(cur, layer, name, w, wzp, np.int8 if signed else np.uint8, "_acc")
+        if acc is None:
+            acc = self.integer_acc(cur, layer, name, w, wzp, np.int8 if signed else np.uint8, "_acc")
         levels = _i64(oq.level_codes())
         ins = [acc, self.b.const(f"{name}_thresholds", T, np.int64)]
         attrs = {"data_layout": "NCHW"}
@@ -429,7 +644,7 @@ def _leaves(model, prefix=""):
 
 
 def export(model, example_input, path=None, *, input_name="x", output_name="y", dynamic_batch=True,
-           check=True, doc_string=None, pyqinfer_domain=False):
+           check=True, doc_string=None, pyqinfer_domain=False, shift_layers="wide"):
     """Write ``model`` (prepared with :func:`pyqinfer.train.prepare`, calibrated or
     trained) as an ONNX model whose :func:`pyqinfer.load` run equals ``model.eval()``'s
     output element for element.
@@ -441,6 +656,12 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
     ``"N"`` when ``dynamic_batch``). ``path``: where to save (None: only return).
     ``check``: load the exported model with pyqinfer and compare it with the eval-mode
     model on ``example_input`` (RuntimeError on any difference).
+    ``pyqinfer_domain``: allow the ``pyqinfer`` ONNX domain (docs/model-format.md 9):
+    threshold activations as ``MultiThreshold``, PoT/APoT/log/DeepShift-Q weights as
+    ``ShiftConv`` / ``ShiftMatMul``. ``shift_layers`` (with ``pyqinfer_domain``): ``"wide"``
+    writes only the level-set layers whose integer weights do not fit int8 (or whose
+    declared ``acc_bits`` can saturate) as shift layers, the others as int8 standard ops;
+    ``"all"`` writes every level-set layer as a shift layer.
 
     Returns the ``onnx.ModelProto``. Raises :class:`ExportError` (a
     ``NotImplementedError``) naming the layer and the missing piece for what the
@@ -453,10 +674,12 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point():
         raise TypeError("example_input must be a float torch.Tensor")
+    if shift_layers not in ("wide", "all"):
+        raise ValueError(f"shift_layers must be 'wide' or 'all', got {shift_layers!r}")
     was_training = model.training
     model.eval()
     try:
-        ex = _Exporter(model, pyqinfer_domain)
+        ex = _Exporter(model, pyqinfer_domain, shift_layers)
         x = example_input.detach().to(torch.float32)
         with torch.no_grad():
             ref = model(x)            # also initialises quantizers that set themselves on first use
@@ -503,6 +726,8 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
         proto = helper.make_model(graph, opset_imports=opsets, producer_name="pyqinfer.train.export",
                                   doc_string=doc_string or "")
         proto.ir_version = 10
+        if ex.metadata:
+            helper.set_model_props(proto, ex.metadata)
         onnx.checker.check_model(proto)
         if check:
             import pyqinfer

@@ -7,6 +7,7 @@ the order in which torch's float64 convolution/matmul adds is irrelevant.
 
 * ``accumulate_linear`` / ``accumulate_conv``: §2.1 / §10.2 without the wrap.
 * ``wrap32``: the int32 accumulator's two's-complement wrap (§2.1).
+* ``saturate``: a declared ``acc_bits`` W: the exact sum saturated once to W bits (§12.2).
 * ``quantize_bias``: int32 bias = sat32(rne(fl32(b / fl32(s_x * s_w[c])))), the
   ``onnx`` rule of §5 with the bias scale ``s_x * s_w`` of §1.1 (float32 product).
 * ``requantize_fp32``: §4.1 ``fp32``: ``S = fl32(fl32(s_x*s_w[c]) / s_y)``,
@@ -24,6 +25,11 @@ INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 def wrap32(acc):
     """((acc + 2^31) mod 2^32) - 2^31 on float64 integers (exact below 2^53)."""
     return torch.remainder(acc + 2.0 ** 31, 2.0 ** 32) - 2.0 ** 31
+
+
+def saturate(acc, bits):
+    """sat_W(acc) = min(max(acc, -2^(W-1)), 2^(W-1) - 1) on float64 integers (§12.2)."""
+    return torch.clamp(acc, -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
 
 
 def accumulate_linear(x_int, x_zp, w_int, w_zp):

@@ -11,7 +11,8 @@ ConvInteger/MatMulInteger + bias + DequantizeLinear).
 * ``model.eval()``: the engine form, computed as the integer engine computes it:
   input codes by the ``onnx`` rule (§5), integer weights (``integer_parts``),
   int32 bias ``rne(fl32(b / fl32(s_x s_w)))``, exact accumulation with the int32
-  wrap (§2.1, §10.2), requantization by §4.1 ``fp32`` with the fused ReLU /
+  wrap (§2.1, §10.2) or, with a declared ``acc_bits`` W, saturated once to W bits
+  (the shift layers' §12.2), requantization by §4.1 ``fp32`` with the fused ReLU /
   low-bit range as the clamp (§4.0, §4.6), or integer thresholds (MultiThreshold,
   ``>=`` on the accumulator) for a threshold output quantizer. The layer returns
   the dequantized output ``fl32(fl32(y - zp) * s_y)`` (§5), from which the next
@@ -28,7 +29,7 @@ from torch import nn
 
 from .base import WeightPart
 from .integer import (accumulate_conv, accumulate_linear, dequantize_acc, effective_scale,
-                      quantize_bias, requantize_fp32, wrap32)
+                      quantize_bias, requantize_fp32, saturate, wrap32)
 
 REQUANT_MODES = ("fp32",)
 
@@ -36,7 +37,10 @@ REQUANT_MODES = ("fp32",)
 class _QLayer(nn.Module):
     ch_axis_out = -1  # channel axis of the accumulator
 
-    def _init_q(self, weight_quant, in_quant, out_quant, activation, requant):
+    def _init_q(self, weight_quant, in_quant, out_quant, activation, requant, acc_bits=None):
+        if acc_bits is not None and (isinstance(acc_bits, bool) or not isinstance(acc_bits, int)
+                                     or not 8 <= acc_bits <= 32):
+            raise ValueError(f"acc_bits must be None or an int in [8, 32], got {acc_bits!r}")
         if activation not in (None, "relu"):
             raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         if requant not in REQUANT_MODES:
@@ -47,6 +51,7 @@ class _QLayer(nn.Module):
         self.out_quant = out_quant
         self.activation = activation
         self.requant = requant
+        self.acc_bits = acc_bits
         self.input_on_grid = False
         self.calibrating = False
         self.last_int_output = None
@@ -115,7 +120,7 @@ class _QLayer(nn.Module):
             acc = self._accumulate(x_int, zx, part)
             if j == 0 and p["bias_int"] is not None:
                 acc = acc + self._bias_view(p["bias_int"], acc)
-            accs.append(wrap32(acc))
+            accs.append(wrap32(acc) if self.acc_bits is None else saturate(acc, self.acc_bits))
         if self.out_quant is None:
             out = dequantize_acc(accs[0], sx, p["parts"][0].scale, self.ch_axis_out)
             for acc, part in zip(accs[1:], p["parts"][1:]):
@@ -175,9 +180,9 @@ class QLinear(_QLayer, nn.Linear):
     ch_axis_out = -1
 
     def __init__(self, in_features, out_features, bias=True, *, weight_quant, in_quant=None,
-                 out_quant=None, activation=None, requant="fp32"):
+                 out_quant=None, activation=None, requant="fp32", acc_bits=None):
         nn.Linear.__init__(self, in_features, out_features, bias)
-        self._init_q(weight_quant, in_quant, out_quant, activation, requant)
+        self._init_q(weight_quant, in_quant, out_quant, activation, requant, acc_bits)
 
     @classmethod
     def from_float(cls, m, **kw):
@@ -208,12 +213,12 @@ class QConv2d(_QLayer, nn.Conv2d):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, *, weight_quant, in_quant=None, out_quant=None,
-                 activation=None, requant="fp32"):
+                 activation=None, requant="fp32", acc_bits=None):
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                            dilation, groups, bias)
         if isinstance(self.padding, str):
             raise ValueError("QConv2d needs explicit integer padding")
-        self._init_q(weight_quant, in_quant, out_quant, activation, requant)
+        self._init_q(weight_quant, in_quant, out_quant, activation, requant, acc_bits)
 
     @classmethod
     def from_float(cls, m, **kw):
@@ -287,6 +292,7 @@ DEFAULT_CONFIG = {
     "input": {"scheme": "uniform", "bits": 8},
     "requant": "fp32",
     "fuse_relu": True,
+    "acc_bits": None,
 }
 
 
@@ -322,7 +328,7 @@ def prepare(model, config=None, inplace=False):
     ``config`` maps layer names (``model.named_modules()``) to dicts, merged over
     ``config['default']`` and ``DEFAULT_CONFIG``:
     ``{"weight": {...}, "act": {...} | None, "input": {...}, "requant": "fp32",
-    "fuse_relu": True}``; ``weight``/``act``/``input`` name a ``scheme`` (see
+    "fuse_relu": True, "acc_bits": None}``; ``weight``/``act``/``input`` name a ``scheme`` (see
     ``pyqinfer.train.registry``) and its arguments. Mixed precision is one dict,
     e.g. ``{"default": {"weight": {"bits": 4}}, "fc": {"weight": {"bits": 8}}}``.
 
@@ -361,7 +367,8 @@ def prepare(model, config=None, inplace=False):
             outq = None if cfg.get("act") is None else make_act_quantizer(cfg["act"], relu_before=relu)
             cls = QConv2d if isinstance(m, nn.Conv2d) else QLinear
             q = cls.from_float(m, weight_quant=wq, in_quant=inq, out_quant=outq,
-                               activation="relu" if relu else None, requant=cfg.get("requant", "fp32"))
+                               activation="relu" if relu else None, requant=cfg.get("requant", "fp32"),
+                               acc_bits=cfg.get("acc_bits"))
             q.input_on_grid = shared
             q.config = cfg
             _set_module(model, name, q)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -152,7 +153,8 @@ def test_shift_terms():
 def test_cli_subprocess_progress():
     """The console command: table on stdout, progress on stderr, exit 0."""
     p = subprocess.run([sys.executable, "-m", "pyqinfer", "demo"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(pyqinfer.__file__))})
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(pyqinfer.__file__))},
+                       cwd=tempfile.gettempdir())     # not the repo root: its pyqinfer/ has no built _core
     assert p.returncode == 0, p.stderr
     assert "cnn_int8" in p.stdout and "= QAT model" in p.stdout
     n = len(demo.load_manifest()["models"])

@@ -371,5 +371,11 @@ def test_pyqinfer_does_not_import_torch():
     import subprocess
     import sys
     code = "import sys, pyqinfer, pyqinfer.reference, pyqinfer.ops; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    import os
+    import tempfile
+
+    import pyqinfer
+    root = os.path.dirname(os.path.dirname(pyqinfer.__file__))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir(), env={**os.environ, "PYTHONPATH": root})
     assert out.stdout.strip() == "False"

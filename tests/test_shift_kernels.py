@@ -151,15 +151,31 @@ def test_int16_lanes_are_chosen_where_the_bound_allows():
         pyqinfer.set_kernel_path("auto")
 
 
+#: rows-in-lanes kernels by _core.set_shift_rows_variant (0 = auto: chunks of 8 when every exponent <= 16)
+ROWS_VARIANTS = {0: "shift_chunk8_avx512bw", 1: "shift_bucket_avx512bw", 2: "shift_chunk8_avx512bw",
+                 3: "shift_chunk16_avx512bw"}
+
+
+@pytest.fixture
+def rows_variant(request):
+    from pyqinfer import _core
+
+    _core.set_shift_rows_variant(request.param)
+    yield request.param
+    _core.set_shift_rows_variant(0)
+
+
+@pytest.mark.parametrize("rows_variant", sorted(ROWS_VARIANTS), indirect=True)
 @pytest.mark.parametrize("rule,adt,za,pattern", [
     ("exact", "uint8", 255, "random"),    # the largest |a - za|
-    ("exact", "int8", -128, "same"),      # one exponent and sign: groups split at 128 offsets
+    ("exact", "int8", -128, "same"),      # one exponent and sign: groups split at 128 offsets, many full chunks
     ("exact", "uint8", 0, "sparse"),
     ("deepshift", "int8", 0, "random"),   # deepshift without right shifts
 ])
 @pytest.mark.parametrize("M,K", [(32, 127), (33, 300), (70, 1)])
-def test_exponent_bucket_route(run_everywhere, rule, adt, za, pattern, M, K):
-    """The exponent-bucket shift kernel (8-bit activations, M >= 32, int32 panels)."""
+def test_exponent_bucket_route(run_everywhere, rows_variant, rule, adt, za, pattern, M, K):
+    """The rows-in-lanes shift kernels (8-bit activations, M >= 32, int32 panels): exponent
+    buckets and fixed chunks of 8 or 16 terms (padding rows, partial row blocks, k tails)."""
     rng = np.random.default_rng([M, K])
     N = 90
     s, e = _terms(rng, 2, K, N, 0, 9, 0.9 if pattern == "sparse" else 0.1)
@@ -173,11 +189,42 @@ def test_exponent_bucket_route(run_everywhere, rule, adt, za, pattern, M, K):
     if "avx512bw" in pyqinfer.kernel_paths():
         pyqinfer.set_kernel_path("avx512bw")
         try:
-            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za) == "shift_bucket_avx512bw"
+            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za) == ROWS_VARIANTS[rows_variant]
         finally:
             pyqinfer.set_kernel_path("auto")
     want = shift_accumulate_int64(a, s, e, rule=rule, **kw)
     assert ((want == 2 ** 26 - 1) | (want == -2 ** 26)).any()   # some outputs saturate
+    for y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw)).values():
+        np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("rows_variant", [0, 2, 3], indirect=True)
+@pytest.mark.parametrize("elo,ehi,K,chunked", [
+    (14, 16, 128, True),    # e = 16: the chunk scaling shifts by 16 - e = 0; bound 128 * 255 * 2^16 < 2^31
+    (0, 16, 120, True),
+    (15, 17, 60, False),    # an exponent above 16: no chunk form, the exponent buckets run
+    (20, 23, 1, False),
+])
+def test_chunk_exponent_edges(run_everywhere, rows_variant, elo, ehi, K, chunked):
+    """Chunks scale a chunk's even and odd rows by 2^e with one arithmetic shift each, exact up
+    to e = 16; weights with a larger exponent take the bucket kernel (visible in the name)."""
+    rng = np.random.default_rng([elo, ehi, K])
+    M, N = 40, 70
+    s, e = _terms(rng, 1, K, N, elo, ehi, 0.1)
+    s[0, :, 0], e[0, :, 0] = 1, ehi    # one column at the bound's edge
+    a = _acts(rng, np.uint8, (M, K), True)
+    a[:, :] = np.where(np.arange(K) % 2 == 0, 255, a)
+    kw = dict(a_zero_point=None, bias=None, acc_bits=32)
+    w = ops.pack_shift_weights(s, e)
+    if "avx512bw" in pyqinfer.kernel_paths():
+        pyqinfer.set_kernel_path("avx512bw")
+        try:
+            name = ops.shift_kernel_name(a, w, kernel="shift")
+            assert name == (ROWS_VARIANTS[rows_variant] if chunked else "shift_bucket_avx512bw")
+        finally:
+            pyqinfer.set_kernel_path("auto")
+    want = shift_accumulate_int64(a, s, e, **kw)
+    assert want[:, 0].max() > 2 ** 30 or K < 100   # column 0 reaches the int32 edge
     for y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw)).values():
         np.testing.assert_array_equal(y, want)
 

@@ -145,15 +145,18 @@ def test_int16_lanes_are_chosen_where_the_bound_allows():
     try:
         name = ops.shift_kernel_name(np.zeros((4, 1024), np.uint8), w, a_zero_point=128, kernel="shift")
         assert name == "shift_avx512bw:int16x2,int32x0,wide64x0"
+        # from 32 rows on, the chunk kernel (measured at or above int16 column lanes)
+        assert ops.shift_kernel_name(np.zeros((32, 1024), np.uint8), w, a_zero_point=128,
+                                     kernel="shift") == "shift_chunk16_avx512bw"
         # int32 activations can never use int16 lanes
         assert "int16x0" in ops.shift_kernel_name(np.zeros((4, 1024), np.int32), w, kernel="shift")
     finally:
         pyqinfer.set_kernel_path("auto")
 
 
-#: rows-in-lanes kernels by _core.set_shift_rows_variant (0 = auto: chunks of 8 when every exponent <= 16)
-ROWS_VARIANTS = {0: "shift_chunk8_avx512bw", 1: "shift_bucket_avx512bw", 2: "shift_chunk8_avx512bw",
-                 3: "shift_chunk16_avx512bw"}
+#: the kernel name (prefix) by _core.set_shift_rows_variant (0 = auto: chunks of 16 when every exponent <= 16)
+ROWS_VARIANTS = {0: "shift_chunk16_avx512bw", 1: "shift_bucket_avx512bw", 2: "shift_chunk8_avx512bw",
+                 3: "shift_chunk16_avx512bw", 4: "shift_avx512bw:"}
 
 
 @pytest.fixture
@@ -175,7 +178,8 @@ def rows_variant(request):
 @pytest.mark.parametrize("M,K", [(32, 127), (33, 300), (70, 1)])
 def test_exponent_bucket_route(run_everywhere, rows_variant, rule, adt, za, pattern, M, K):
     """The rows-in-lanes shift kernels (8-bit activations, M >= 32, int32 panels): exponent
-    buckets and fixed chunks of 8 or 16 terms (padding rows, partial row blocks, k tails)."""
+    buckets and fixed chunks of 8 or 16 terms with 4-term tails (padding rows, partial row
+    blocks, k tails); variant 4 forces the column kernels on the same layers."""
     rng = np.random.default_rng([M, K])
     N = 90
     s, e = _terms(rng, 2, K, N, 0, 9, 0.9 if pattern == "sparse" else 0.1)
@@ -189,7 +193,7 @@ def test_exponent_bucket_route(run_everywhere, rows_variant, rule, adt, za, patt
     if "avx512bw" in pyqinfer.kernel_paths():
         pyqinfer.set_kernel_path("avx512bw")
         try:
-            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za) == ROWS_VARIANTS[rows_variant]
+            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za).startswith(ROWS_VARIANTS[rows_variant])
         finally:
             pyqinfer.set_kernel_path("auto")
     want = shift_accumulate_int64(a, s, e, rule=rule, **kw)
@@ -422,6 +426,7 @@ def test_bench_records_and_cli(monkeypatch):
     --plot without matplotlib is a clear error before any timing."""
     import importlib.util
 
+    from pyqinfer import _core
     from pyqinfer.bench import shift as bench
     from pyqinfer.cli import main
 
@@ -435,5 +440,16 @@ def test_bench_records_and_cli(monkeypatch):
             assert {"shape", "scheme", "kernel", "gops", "bit_exact"} <= set(r)
             assert r["bit_exact"] is True and r["gops"] > 0 and r["model_energy_uj"] > 0
     assert "model" in bench.LEGEND and "not a CPU measurement" in bench.LEGEND
+    # --ab-rows: the forced rows-in-lanes variants as extra, bit-exact, named records
+    recs = bench.bench_case("gemm 40x300x100", "pot4", 2, min_runs=1, target_seconds=0.0, ab_rows=True)
+    assert [r["kernel"] for r in recs] == list(bench.KERNELS) + list(bench.AB_ROWS)
+    assert all(r["bit_exact"] is True for r in recs)
+    if "avx512bw" in pyqinfer.kernel_paths():
+        names = {r["kernel"]: r["kernel_name"] for r in recs}
+        assert names["shift"] == names["shift:chunk16"] == "shift_chunk16_avx512bw"
+        assert names["shift:chunk8"] == "shift_chunk8_avx512bw"
+        assert names["shift:bucket"] == "shift_bucket_avx512bw"
+        assert names["shift:columns"].startswith("shift_avx512bw:")
+    assert _core.shift_rows_variant() == 0
     if importlib.util.find_spec("matplotlib") is None:
         assert main(["bench", "shift-vs-mul", "--quick", "--plot", "/tmp/never-written.png"]) == 2

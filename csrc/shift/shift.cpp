@@ -259,17 +259,25 @@ const ShiftBuckets& PackedShift::chunks(int C) const {
   auto& slot = chunks_[C == 16 ? 1 : 0];
   if (!slot)
     slot = rows_stream(terms_, K_, N_, T_, [C](const std::vector<uint16_t>* rows, std::vector<uint16_t>* st) {
+      // [n_C, n_4], the C-term records, then the 4-term records of each group's rest
       const size_t head = st->size();
       st->push_back(0);
-      uint16_t nch = 0;  // <= 3 * 127 terms per column and block
-      for (int e = 0; e <= kShiftChunkMaxExp; ++e)
-        for (size_t i = 0; i < rows[e].size(); i += C, ++nch) {
-          const size_t cnt = std::min<size_t>(C, rows[e].size() - i);
-          st->push_back(static_cast<uint16_t>(kShiftChunkMaxExp - e));
-          st->insert(st->end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
-          st->insert(st->end(), C - cnt, kZeroRow);
-        }
-      (*st)[head] = nch;
+      st->push_back(0);
+      std::vector<uint16_t> tail;
+      uint16_t nc = 0, n4 = 0;  // <= 3 * 127 terms per column and block
+      auto emit = [](std::vector<uint16_t>* out, int e, const uint16_t* o, size_t cnt, size_t size) {
+        out->push_back(static_cast<uint16_t>(kShiftChunkMaxExp - e));
+        out->insert(out->end(), o, o + cnt);
+        out->insert(out->end(), size - cnt, kZeroRow);
+      };
+      for (int e = 0; e <= kShiftChunkMaxExp; ++e) {
+        const size_t L = rows[e].size(), full = L / C * C;
+        for (size_t i = 0; i < full; i += C, ++nc) emit(st, e, rows[e].data() + i, C, C);
+        for (size_t i = full; i < L; i += 4, ++n4) emit(&tail, e, rows[e].data() + i, std::min<size_t>(4, L - i), 4);
+      }
+      st->insert(st->end(), tail.begin(), tail.end());
+      (*st)[head] = nc;
+      (*st)[head + 1] = n4;
     });
   return *slot;
 }
@@ -435,16 +443,19 @@ Prepared prepare(const ShiftArgs& g) {
   pr.route = Route::kShift;
   pr.plan = &w.plan_for(pr.max_a, pr.x16_ok);
 #if defined(PYQ_X86)
-  // Exponent buckets: 8-bit activations (a group of 128 fits int16), no right shifts,
-  // an int32 column bound, enough rows for the 32 int16 lanes, and some panel that
-  // the column kernel could only run on int32 lanes (int16 column lanes measured faster).
+  // Rows in lanes: 8-bit activations (a group of 128 fits int16), no right shifts, an
+  // int32 column bound, enough rows for the 32 int16 lanes. Chunks (every exponent
+  // <= 16) measured at or above the int16 column lanes; the exponent buckets only
+  // where some panel would run on int32 column lanes. A forced variant
+  // (set_shift_rows_variant) overrides the rule.
   const bool all16 = std::all_of(pr.plan->mode.begin(), pr.plan->mode.end(),
                                  [](int32_t m) { return m == static_cast<int32_t>(LaneMode::kInt16); });
+  const int v = g_rows_variant.load();
+  const bool chunkable = w.max_exponent() <= kShiftChunkMaxExp;
   if ((path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) && eight && w.decodable() &&
-      worst <= INT32_MAX && g.M >= 32 && pr.max_a <= 255 && !all16) {
+      worst <= INT32_MAX && g.M >= 32 && pr.max_a <= 255 && (v == 0 ? chunkable || !all16 : v != 4)) {
     pr.route = Route::kShiftBucket;
-    const int v = g_rows_variant.load();
-    if (v != 1 && w.max_exponent() <= kShiftChunkMaxExp) pr.chunk = v == 3 ? 16 : 8;
+    if (v != 1 && chunkable) pr.chunk = v == 2 ? 8 : 16;
     pr.name = pr.chunk ? "shift_chunk" + std::to_string(pr.chunk) + "_avx512bw" : "shift_bucket_avx512bw";
     return pr;
   }
@@ -658,7 +669,8 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk) {
 std::string shift_gemm_kernel_name(const ShiftArgs& args) { return prepare(args).name; }
 
 void set_shift_rows_variant(int v) {
-  if (v < 0 || v > 3) throw std::invalid_argument("rows variant must be 0 (auto), 1 (buckets), 2 (chunk8), 3 (chunk16)");
+  if (v < 0 || v > 4)
+    throw std::invalid_argument("rows variant must be 0 (auto), 1 (buckets), 2 (chunk8), 3 (chunk16), 4 (columns)");
   g_rows_variant.store(v);
 }
 int shift_rows_variant() { return g_rows_variant.load(); }

@@ -109,9 +109,10 @@ void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int6
                            int64_t pn, int32_t* acc);
 
 // The chunked form (section 12.4a): per column and k block (the same tables as the
-// buckets), [nchunks] then nchunks records of C + 1 uint16: [16 - e, C offsets], each
-// chunk C terms of one exponent e <= 16 (a group padded with the zero row to a
-// multiple of C); chunks sorted by exponent. C is 8 or 16.
+// buckets), [nC, n4], nC records of C + 1 uint16 ([16 - e, C offsets]: C terms of one
+// exponent e <= 16), then n4 records of 5 uint16 ([16 - e, 4 offsets]): a group of
+// L terms gives L / C full chunks and its rest in chunks of 4, padded with the zero
+// row. C is 8 or 16.
 constexpr int kShiftChunkMaxExp = 16;
 // Chunk kernel (AVX-512BW): as shift_bucket_avx512bw, but with a fixed C terms per
 // chunk and one shift per chunk; acc [64 columns][32] int32 holds, per column, the
@@ -119,10 +120,10 @@ constexpr int kShiftChunkMaxExp = 16;
 void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
                            int64_t pn, int C, int32_t* acc);
 
-// Which rows-in-lanes kernel the shift route may take (A/B benchmarks; every choice
-// is bit-exact): 0 auto (chunks of 8 when every exponent is <= 16, else buckets),
-// 1 buckets, 2 chunks of 8, 3 chunks of 16 (2 and 3 fall back to buckets when an
-// exponent exceeds 16).
+// Which kernel the shift route takes for layers the rows-in-lanes kernels can run
+// (A/B benchmarks; every choice is bit-exact): 0 auto (chunks of 16 when every
+// exponent is <= 16, else buckets unless every panel has int16 column lanes), forced: 1 buckets, 2 chunks of 8, 3 chunks of 16 (2 and 3 fall back to
+// buckets when an exponent exceeds 16), 4 the column kernels.
 void set_shift_rows_variant(int v);
 int shift_rows_variant();
 

@@ -260,18 +260,16 @@ inline void bucket_column(const char* X, const uint16_t* q, __m512i& a0, __m512i
   }
 }
 
-// Fixed chunks: C table rows per chunk summed in int16 on two chains (C * 255 < 2^15:
-// exact), then the sum's even and odd rows (the low and high int16 of each int32
+// Fixed chunks: C (16, 8 or 4) table rows per chunk summed in int16 on two chains
+// (C * 255 < 2^15: exact), then the sum's even and odd rows (the low and high int16 of each int32
 // lane) scaled by 2^e into int32:
 //   even = (d << 16) >>arith (16 - e),  odd = (d & 0xFFFF0000) >>arith (16 - e),
 // exact for e <= 16 (only zero bits leave on the right). Every term is one vpaddw
 // with a memory operand; the offsets come four per 64-bit load; the chunk count is
-// the only data-dependent branch.
+// and the 4-term tail counts are the only data-dependent branches.
 template <int C>
-inline void chunk_column(const char* X, const uint16_t* q, __m512i& ev, __m512i& od) {
+inline const uint16_t* chunks(const char* X, const uint16_t* q, int nch, __m512i& ev, __m512i& od) {
   const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  const int nch = q[0];
-  ++q;
   for (int c = 0; c < nch; ++c, q += C + 1) {
     uint64_t o;
     std::memcpy(&o, q + 1, 8);
@@ -291,6 +289,15 @@ inline void chunk_column(const char* X, const uint16_t* q, __m512i& ev, __m512i&
     ev = _mm512_add_epi32(ev, _mm512_sra_epi32(_mm512_slli_epi32(d, 16), sh));
     od = _mm512_add_epi32(od, _mm512_sra_epi32(_mm512_and_si512(d, hi), sh));
   }
+  return q;
+}
+
+// A column's block: its C-term chunks, then the 4-term chunks of each group's rest
+// (a group of L terms pads to a multiple of 4, not of C).
+template <int C>
+inline void chunk_column(const char* X, const uint16_t* q, __m512i& ev, __m512i& od) {
+  const int nc = q[0], n4 = q[1];
+  chunks<4>(X, chunks<C>(X, q + 2, nc, ev, od), n4, ev, od);
 }
 
 }  // namespace

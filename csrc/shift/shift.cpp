@@ -602,7 +602,8 @@ void run_lut4(const ShiftArgs& g, int32_t* out32, bool direct) {
 #if defined(PYQ_X86)
 // The exponent-bucket route: tasks over blocks of 32 rows x groups of panels; each
 // task transposes its rows' activations (a - za as int16) once and runs every panel.
-void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk) {
+// direct: the saturation is the identity and the output int32 (no int64 stage).
+void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk, bool direct) {
   const PackedShift& w = *g.w;
   const ShiftBuckets& b = chunk ? w.chunks(chunk) : w.buckets();
   const int64_t M = g.M, N = w.N(), K = w.K(), xt_elems = b.nkb * kShiftBucketRows * 32;
@@ -653,8 +654,19 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk) {
         else
           shift_bucket_avx512bw(xt, b.stream.data(), b.start.data(), b.nkb, N, pn, acc);
         const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
-        // acc is [column][32 lanes]: transpose column by column (sequential reads)
-        // into rows; chunks hold the even rows in lanes 0..15, the odd in 16..31
+        // acc is [column][32 lanes]: transposed column by column (sequential reads);
+        // chunks hold the even rows in lanes 0..15, the odd in 16..31
+        if (direct) {  // sat_W is the identity: acc + bias is the int32 output
+          int32_t* out = static_cast<int32_t*>(g.out) + m0 * N + n0;
+          for (int64_t j = 0; j < cnt; ++j) {
+            const uint32_t bj = g.bias ? static_cast<uint32_t>(g.bias[n0 + j]) : 0u;
+            for (int64_t l = 0; l < 32; ++l) {
+              const int64_t r = chunk ? (l & 15) * 2 + (l >> 4) : l;
+              if (r < rows) out[r * N + j] = static_cast<int32_t>(static_cast<uint32_t>(acc[j * 32 + l]) + bj);
+            }
+          }
+          continue;
+        }
         for (int64_t j = 0; j < cnt; ++j)
           for (int64_t l = 0; l < 32; ++l) sums[chunk ? (l & 15) * 2 + (l >> 4) : l][j] = acc[j * 32 + l];
         for (int64_t r = 0; r < rows; ++r) finish_row(g, ep, m0 + r, n0, cnt, sums[r]);
@@ -725,7 +737,7 @@ void shift_gemm(const ShiftArgs& g) {
 
 #if defined(PYQ_X86)
   if (pr.route == Route::kShiftBucket) {
-    run_buckets(g, ep, pr.chunk);
+    run_buckets(g, ep, pr.chunk, pr.no_saturation && g.out_kind == OutKind::kInt32);
     return;
   }
 #endif

@@ -657,13 +657,14 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk, bool dire
         // acc is [column][32 lanes]: transposed column by column (sequential reads);
         // chunks hold the even rows in lanes 0..15, the odd in 16..31
         if (direct) {  // sat_W is the identity: acc + bias is the int32 output
-          int32_t* out = static_cast<int32_t*>(g.out) + m0 * N + n0;
-          for (int64_t j = 0; j < cnt; ++j) {
-            const uint32_t bj = g.bias ? static_cast<uint32_t>(g.bias[n0 + j]) : 0u;
-            for (int64_t l = 0; l < 32; ++l) {
-              const int64_t r = chunk ? (l & 15) * 2 + (l >> 4) : l;
-              if (r < rows) out[r * N + j] = static_cast<int32_t>(static_cast<uint32_t>(acc[j * 32 + l]) + bj);
-            }
+          // row by row: sequential stores (a column of 32 rows 4N bytes apart would
+          // share an L1 set), reads 128 bytes apart from the L1-resident acc
+          uint32_t bias[kShiftPanel];
+          for (int64_t j = 0; j < cnt; ++j) bias[j] = g.bias ? static_cast<uint32_t>(g.bias[n0 + j]) : 0u;
+          for (int64_t r = 0; r < rows; ++r) {
+            const int32_t* src = acc + (chunk ? (r & 1) * 16 + (r >> 1) : r);
+            int32_t* out = static_cast<int32_t*>(g.out) + (m0 + r) * N + n0;
+            for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<int32_t>(static_cast<uint32_t>(src[j * 32]) + bias[j]);
           }
           continue;
         }

@@ -410,7 +410,7 @@ def run_bench_shift(args, out=sys.stdout):
         records = shift.run(names, schemes, threads, min_runs=args.repeats,
                             target_seconds=args.min_time or (0.1 if args.quick else 0.3),
                             progress=lambda recs: print(f"  {recs[0]['shape']} {recs[0]['codes_scheme']} done",
-                                                        file=log))
+                                                        file=log), ab_rows=args.ab_rows)
     finally:
         pyqinfer.set_kernel_path(restore)
     env["loadavg_1min_end"] = gemm._loadavg()
@@ -647,6 +647,9 @@ def build_parser():
     sv.add_argument("--json", metavar="PATH", help="write the records as JSON to PATH ('-': stdout only)")
     sv.add_argument("--plot", metavar="PNG", help="write a bar chart (needs matplotlib: the 'plot' extra)")
     sv.add_argument("--kernel-path", metavar="NAME", help="force a pyqinfer kernel path for the run")
+    sv.add_argument("--ab-rows", action="store_true",
+                    help="GEMM cases: also time the shift kernel with each variant forced (exponent "
+                         "buckets, chunks of 8, chunks of 16, column lanes), interleaved in the same run")
 
     r = sub.add_parser("run", help="run a quantized ONNX model on inputs from an .npz file",
                        description="Load MODEL (a quantized ONNX file: QDQ or QOperator, see "

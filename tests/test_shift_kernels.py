@@ -145,21 +145,42 @@ def test_int16_lanes_are_chosen_where_the_bound_allows():
     try:
         name = ops.shift_kernel_name(np.zeros((4, 1024), np.uint8), w, a_zero_point=128, kernel="shift")
         assert name == "shift_avx512bw:int16x2,int32x0,wide64x0"
+        # from 32 rows on, the chunk kernel (measured at or above int16 column lanes)
+        assert ops.shift_kernel_name(np.zeros((32, 1024), np.uint8), w, a_zero_point=128,
+                                     kernel="shift") == "shift_chunk16_avx512bw"
         # int32 activations can never use int16 lanes
         assert "int16x0" in ops.shift_kernel_name(np.zeros((4, 1024), np.int32), w, kernel="shift")
     finally:
         pyqinfer.set_kernel_path("auto")
 
 
+#: the kernel name (prefix) by _core.set_shift_rows_variant (0 = auto: chunks of 16 when every exponent <= 16)
+ROWS_VARIANTS = {0: "shift_chunk16_avx512bw", 1: "shift_bucket_avx512bw", 2: "shift_chunk8_avx512bw",
+                 3: "shift_chunk16_avx512bw", 4: "shift_avx512bw:"}
+
+
+@pytest.fixture
+def rows_variant(request):
+    from pyqinfer import _core
+
+    _core.set_shift_rows_variant(request.param)
+    yield request.param
+    _core.set_shift_rows_variant(0)
+
+
+@pytest.mark.parametrize("rows_variant", sorted(ROWS_VARIANTS), indirect=True)
 @pytest.mark.parametrize("rule,adt,za,pattern", [
     ("exact", "uint8", 255, "random"),    # the largest |a - za|
-    ("exact", "int8", -128, "same"),      # one exponent and sign: groups split at 128 offsets
+    ("exact", "int8", -128, "same"),      # one exponent and sign: groups split at 128 offsets, many full chunks
     ("exact", "uint8", 0, "sparse"),
     ("deepshift", "int8", 0, "random"),   # deepshift without right shifts
 ])
 @pytest.mark.parametrize("M,K", [(32, 127), (33, 300), (70, 1)])
-def test_exponent_bucket_route(run_everywhere, rule, adt, za, pattern, M, K):
-    """The exponent-bucket shift kernel (8-bit activations, M >= 32, int32 panels)."""
+@pytest.mark.parametrize("acc_bits", [27, 32])   # 32 and a small bias: no saturation, the direct int32 store
+def test_exponent_bucket_route(run_everywhere, rows_variant, rule, adt, za, pattern, M, K, acc_bits):
+    """The rows-in-lanes shift kernels (8-bit activations, M >= 32, int32 panels): exponent
+    buckets and fixed chunks of 8 or 16 terms with 4-term tails (padding rows, partial row
+    blocks, k tails); variant 4 forces the column kernels on the same layers."""
     rng = np.random.default_rng([M, K])
     N = 90
     s, e = _terms(rng, 2, K, N, 0, 9, 0.9 if pattern == "sparse" else 0.1)
@@ -167,17 +188,50 @@ def test_exponent_bucket_route(run_everywhere, rule, adt, za, pattern, M, K):
         s[:] = 1
         e[:] = 7
     a = _acts(rng, ACT[adt], (M, K), True)
-    bias = rng.integers(-2 ** 31, 2 ** 31, N).astype(np.int32)
-    kw = dict(a_zero_point=za or None, bias=bias, acc_bits=27)
+    bias = rng.integers(-2 ** 31, 2 ** 31, N).astype(np.int32) if acc_bits == 27 else \
+        rng.integers(-1000, 1000, N).astype(np.int32)
+    kw = dict(a_zero_point=za or None, bias=bias, acc_bits=acc_bits)
     w = ops.pack_shift_weights(s, e, rule=rule)
     if "avx512bw" in pyqinfer.kernel_paths():
         pyqinfer.set_kernel_path("avx512bw")
         try:
-            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za) == "shift_bucket_avx512bw"
+            assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za).startswith(ROWS_VARIANTS[rows_variant])
         finally:
             pyqinfer.set_kernel_path("auto")
     want = shift_accumulate_int64(a, s, e, rule=rule, **kw)
-    assert ((want == 2 ** 26 - 1) | (want == -2 ** 26)).any()   # some outputs saturate
+    if acc_bits == 27:
+        assert ((want == 2 ** 26 - 1) | (want == -2 ** 26)).any()   # some outputs saturate
+    for y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw)).values():
+        np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("rows_variant", [0, 2, 3], indirect=True)
+@pytest.mark.parametrize("elo,ehi,K,chunked", [
+    (14, 16, 128, True),    # e = 16: the chunk scaling shifts by 16 - e = 0; bound 128 * 255 * 2^16 < 2^31
+    (0, 16, 120, True),
+    (15, 17, 60, False),    # an exponent above 16: no chunk form, the exponent buckets run
+    (20, 23, 1, False),
+])
+def test_chunk_exponent_edges(run_everywhere, rows_variant, elo, ehi, K, chunked):
+    """Chunks scale a chunk's even and odd rows by 2^e with one arithmetic shift each, exact up
+    to e = 16; weights with a larger exponent take the bucket kernel (visible in the name)."""
+    rng = np.random.default_rng([elo, ehi, K])
+    M, N = 40, 70
+    s, e = _terms(rng, 1, K, N, elo, ehi, 0.1)
+    s[0, :, 0], e[0, :, 0] = 1, ehi    # one column at the bound's edge
+    a = _acts(rng, np.uint8, (M, K), True)
+    a[:, :] = np.where(np.arange(K) % 2 == 0, 255, a)
+    kw = dict(a_zero_point=None, bias=rng.integers(-1000, 1000, N).astype(np.int32), acc_bits=32)
+    w = ops.pack_shift_weights(s, e)
+    if "avx512bw" in pyqinfer.kernel_paths():
+        pyqinfer.set_kernel_path("avx512bw")
+        try:
+            name = ops.shift_kernel_name(a, w, kernel="shift")
+            assert name == (ROWS_VARIANTS[rows_variant] if chunked else "shift_bucket_avx512bw")
+        finally:
+            pyqinfer.set_kernel_path("auto")
+    want = shift_accumulate_int64(a, s, e, **kw)
+    assert want[:, 0].max() > 2 ** 30 or K < 100   # column 0 reaches the int32 edge
     for y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw)).values():
         np.testing.assert_array_equal(y, want)
 
@@ -375,6 +429,7 @@ def test_bench_records_and_cli(monkeypatch):
     --plot without matplotlib is a clear error before any timing."""
     import importlib.util
 
+    from pyqinfer import _core
     from pyqinfer.bench import shift as bench
     from pyqinfer.cli import main
 
@@ -388,5 +443,16 @@ def test_bench_records_and_cli(monkeypatch):
             assert {"shape", "scheme", "kernel", "gops", "bit_exact"} <= set(r)
             assert r["bit_exact"] is True and r["gops"] > 0 and r["model_energy_uj"] > 0
     assert "model" in bench.LEGEND and "not a CPU measurement" in bench.LEGEND
+    # --ab-rows: the forced rows-in-lanes variants as extra, bit-exact, named records
+    recs = bench.bench_case("gemm 40x300x100", "pot4", 2, min_runs=1, target_seconds=0.0, ab_rows=True)
+    assert [r["kernel"] for r in recs] == list(bench.KERNELS) + list(bench.AB_ROWS)
+    assert all(r["bit_exact"] is True for r in recs)
+    if "avx512bw" in pyqinfer.kernel_paths():
+        names = {r["kernel"]: r["kernel_name"] for r in recs}
+        assert names["shift"] == names["shift:chunk16"] == "shift_chunk16_avx512bw"
+        assert names["shift:chunk8"] == "shift_chunk8_avx512bw"
+        assert names["shift:bucket"] == "shift_bucket_avx512bw"
+        assert names["shift:columns"].startswith("shift_avx512bw:")
+    assert _core.shift_rows_variant() == 0
     if importlib.util.find_spec("matplotlib") is None:
         assert main(["bench", "shift-vs-mul", "--quick", "--plot", "/tmp/never-written.png"]) == 2

@@ -105,6 +105,10 @@ void bind_shift(py::module_& m) {
       .def_property_readonly("fits_int8", &PackedShift::fits_int8)
       .def_property_readonly("distinct_values", &PackedShift::distinct_values)
       .def_property_readonly("packed_bytes", &PackedShift::packed_bytes);
+  m.def("set_shift_rows_variant", &set_shift_rows_variant, py::arg("variant"),
+        "The rows-in-lanes shift kernel for A/B benchmarks (all bit-exact): 0 auto, 1 exponent buckets, "
+        "2 chunks of 8, 3 chunks of 16, 4 the column kernels.");
+  m.def("shift_rows_variant", &shift_rows_variant);
   m.def("pack_shift", &pack_shift, py::arg("signs"), py::arg("exponents"), py::arg("rule"),
         "Pack shift-weight terms (int8 [T, K, N] signs and exponents) for shift_gemm.");
   m.def("shift_gemm", &shift_gemm_py, py::arg("a"), py::arg("a_zero_point"), py::arg("packed"), py::arg("bias"),

@@ -1,6 +1,7 @@
 #include "shift/shift.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -197,38 +198,88 @@ const int32_t* PackedShift::pack32() const {
   return pack32_.data();
 }
 
-const ShiftBuckets& PackedShift::buckets() const {
-  std::lock_guard<std::mutex> g(mu_);
-  if (buckets_) return *buckets_;
+namespace {
+
+constexpr uint16_t kZeroRow = 64 * 2 * kShiftBucketK;  // the zero row of a block's table
+
+// The rows-in-lanes streams (section 12.4a): per column n and k block kb, the table
+// offsets of the active terms grouped by exponent (rows[e], e in [0, 30]); emit(rows,
+// stream) appends the block's records.
+template <typename Emit>
+std::unique_ptr<ShiftBuckets> rows_stream(const std::vector<int8_t>& terms, int64_t K, int64_t N, int T, Emit emit) {
   auto b = std::make_unique<ShiftBuckets>();
-  b->nkb = (K_ + kShiftBucketK - 1) / kShiftBucketK;
-  b->start.resize(static_cast<size_t>(N_ * b->nkb));
+  b->nkb = (K + kShiftBucketK - 1) / kShiftBucketK;
+  b->start.resize(static_cast<size_t>(N * b->nkb));
   std::vector<uint16_t> rows[31];
-  constexpr uint16_t kZeroRow = 64 * 2 * kShiftBucketK;
-  for (int64_t n = 0; n < N_; ++n)
+  for (int64_t n = 0; n < N; ++n)
     for (int64_t kb = 0; kb < b->nkb; ++kb) {
       b->start[n * b->nkb + kb] = static_cast<int64_t>(b->stream.size());
       for (auto& r : rows) r.clear();
-      const int64_t k1 = std::min<int64_t>(K_, (kb + 1) * kShiftBucketK);
+      const int64_t k1 = std::min<int64_t>(K, (kb + 1) * kShiftBucketK);
       for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
-        for (int t = 0; t < T_; ++t) {
-          const int8_t* d = &terms_[static_cast<size_t>(((n * K_ + k) * T_ + t) * 2)];
+        for (int t = 0; t < T; ++t) {
+          const int8_t* d = &terms[static_cast<size_t>(((n * K + k) * T + t) * 2)];
           const int off = static_cast<int>(k - kb * kShiftBucketK);
           if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
         }
-      for (int e = 0; e < 31; ++e) {
+      emit(rows, &b->stream);
+    }
+  return b;
+}
+
+}  // namespace
+
+const ShiftBuckets& PackedShift::buckets() const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!buckets_)
+    buckets_ = rows_stream(terms_, K_, N_, T_, [](const std::vector<uint16_t>* rows, std::vector<uint16_t>* st) {
+      for (int e = 0; e < 31; ++e)
         for (size_t i = 0; i < rows[e].size(); i += 128) {  // groups of <= 128 offsets
           const size_t cnt = std::min<size_t>(128, rows[e].size() - i), chunks = (cnt + 3) / 4;
-          b->stream.push_back(static_cast<uint16_t>(e));
-          b->stream.push_back(static_cast<uint16_t>(chunks));
-          b->stream.insert(b->stream.end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
-          b->stream.insert(b->stream.end(), 4 * chunks - cnt, kZeroRow);
+          st->push_back(static_cast<uint16_t>(e));
+          st->push_back(static_cast<uint16_t>(chunks));
+          st->insert(st->end(), rows[e].begin() + i, rows[e].begin() + i + cnt);
+          st->insert(st->end(), 4 * chunks - cnt, kZeroRow);
         }
-      }
-      b->stream.push_back(0xFFFF);
-    }
-  buckets_ = std::move(b);
+      st->push_back(0xFFFF);
+    });
   return *buckets_;
+}
+
+int PackedShift::max_exponent() const {
+  for (int i = kExpBins - 1; i >= 0; --i)
+    for (int64_t n = 0; n < N_; ++n)
+      if (hist_[static_cast<size_t>(n * kExpBins + i)]) return i - 31;
+  return -32;
+}
+
+const ShiftBuckets& PackedShift::chunks(int C) const {
+  if (max_exponent() > kShiftChunkMaxExp) throw std::logic_error("chunks need exponents in [0, 16]");
+  std::lock_guard<std::mutex> g(mu_);
+  auto& slot = chunks_[C == 16 ? 1 : 0];
+  if (!slot)
+    slot = rows_stream(terms_, K_, N_, T_, [C](const std::vector<uint16_t>* rows, std::vector<uint16_t>* st) {
+      // [n_C, n_4], the C-term records, then the 4-term records of each group's rest
+      const size_t head = st->size();
+      st->push_back(0);
+      st->push_back(0);
+      std::vector<uint16_t> tail;
+      uint16_t nc = 0, n4 = 0;  // <= 3 * 127 terms per column and block
+      auto emit = [](std::vector<uint16_t>* out, int e, const uint16_t* o, size_t cnt, size_t size) {
+        out->push_back(static_cast<uint16_t>(kShiftChunkMaxExp - e));
+        out->insert(out->end(), o, o + cnt);
+        out->insert(out->end(), size - cnt, kZeroRow);
+      };
+      for (int e = 0; e <= kShiftChunkMaxExp; ++e) {
+        const size_t L = rows[e].size(), full = L / C * C;
+        for (size_t i = 0; i < full; i += C, ++nc) emit(st, e, rows[e].data() + i, C, C);
+        for (size_t i = full; i < L; i += 4, ++n4) emit(&tail, e, rows[e].data() + i, std::min<size_t>(4, L - i), 4);
+      }
+      st->insert(st->end(), tail.begin(), tail.end());
+      (*st)[head] = nc;
+      (*st)[head + 1] = n4;
+    });
+  return *slot;
 }
 
 const PackedWeights& PackedShift::int8_weights() const {
@@ -285,12 +336,17 @@ size_t PackedShift::packed_bytes() const {
   if (w8_) total += w8_->packed_bytes();
   total += w32_kn_.size() * 4 + pack32_.size() * 4;
   if (lut4_) total += lut4_->size();
+  if (buckets_) total += buckets_->stream.size() * 2 + buckets_->start.size() * 8;
+  for (const auto& c : chunks_)
+    if (c) total += c->stream.size() * 2 + c->start.size() * 8;
   return total;
 }
 
 // ------------------------------------------------------------------ operator
 
 namespace {
+
+std::atomic<int> g_rows_variant{0};
 
 enum class Route { kShift, kShiftBucket, kMulInt8, kMulLut4, kMulInt32, kMulWide };
 
@@ -301,6 +357,7 @@ struct Prepared {
   const ShiftPlan* plan = nullptr;
   ShiftComputeFn compute = nullptr;
   ShiftMulFn mul32 = nullptr;
+  int chunk = 0;  // kShiftBucket: terms per chunk (8, 16), or 0 for the exponent groups
   bool wide128 = false;
   bool no_saturation = false;
   std::string name;
@@ -386,15 +443,20 @@ Prepared prepare(const ShiftArgs& g) {
   pr.route = Route::kShift;
   pr.plan = &w.plan_for(pr.max_a, pr.x16_ok);
 #if defined(PYQ_X86)
-  // Exponent buckets: 8-bit activations (a group of 128 fits int16), no right shifts,
-  // an int32 column bound, enough rows for the 32 int16 lanes, and some panel that
-  // the column kernel could only run on int32 lanes (int16 column lanes measured faster).
+  // Rows in lanes: 8-bit activations (a group of 128 fits int16), no right shifts, an
+  // int32 column bound, enough rows for the 32 int16 lanes. Chunks (every exponent
+  // <= 16) measured at or above the int16 column lanes; the exponent buckets only
+  // where some panel would run on int32 column lanes. A forced variant
+  // (set_shift_rows_variant) overrides the rule.
   const bool all16 = std::all_of(pr.plan->mode.begin(), pr.plan->mode.end(),
                                  [](int32_t m) { return m == static_cast<int32_t>(LaneMode::kInt16); });
+  const int v = g_rows_variant.load();
+  const bool chunkable = w.max_exponent() <= kShiftChunkMaxExp;
   if ((path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) && eight && w.decodable() &&
-      worst <= INT32_MAX && g.M >= 32 && pr.max_a <= 255 && !all16) {
+      worst <= INT32_MAX && g.M >= 32 && pr.max_a <= 255 && (v == 0 ? chunkable || !all16 : v != 4)) {
     pr.route = Route::kShiftBucket;
-    pr.name = "shift_bucket_avx512bw";
+    if (v != 1 && chunkable) pr.chunk = v == 2 ? 8 : 16;
+    pr.name = pr.chunk ? "shift_chunk" + std::to_string(pr.chunk) + "_avx512bw" : "shift_bucket_avx512bw";
     return pr;
   }
 #endif
@@ -540,9 +602,10 @@ void run_lut4(const ShiftArgs& g, int32_t* out32, bool direct) {
 #if defined(PYQ_X86)
 // The exponent-bucket route: tasks over blocks of 32 rows x groups of panels; each
 // task transposes its rows' activations (a - za as int16) once and runs every panel.
-void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
+// direct: the saturation is the identity and the output int32 (no int64 stage).
+void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk, bool direct) {
   const PackedShift& w = *g.w;
-  const ShiftBuckets& b = w.buckets();
+  const ShiftBuckets& b = chunk ? w.chunks(chunk) : w.buckets();
   const int64_t M = g.M, N = w.N(), K = w.K(), xt_elems = b.nkb * kShiftBucketRows * 32;
   const int64_t panels = (N + kShiftPanel - 1) / kShiftPanel, rblocks = (M + 31) / 32;
   const int nthreads = threads_for(M * N * K * w.T());
@@ -560,7 +623,7 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
     if (xt_store.size() < static_cast<size_t>(xt_elems + 32)) xt_store.resize(static_cast<size_t>(xt_elems + 32));
     int16_t* xt = reinterpret_cast<int16_t*>((reinterpret_cast<uintptr_t>(xt_store.data()) + 63) & ~uintptr_t{63});
     alignas(64) int32_t acc[kShiftPanel * 32];
-    int64_t sums[kShiftPanel];
+    int64_t sums[32][kShiftPanel];
     for (int64_t rb = r0; rb < r1; ++rb) {
       const int64_t m0 = rb * 32, rows = std::min<int64_t>(32, M - m0);
       // per block: rows 0..126 x, 127..253 -x, 254 zero (rows past M and k past K are 0)
@@ -586,12 +649,28 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
         }
       }
       for (int64_t pn = p0; pn < p1; ++pn) {
-        shift_bucket_avx512bw(xt, b.stream.data(), b.start.data(), b.nkb, N, pn, acc);
+        if (chunk)
+          shift_chunks_avx512bw(xt, b.stream.data(), b.start.data(), b.nkb, N, pn, chunk, acc);
+        else
+          shift_bucket_avx512bw(xt, b.stream.data(), b.start.data(), b.nkb, N, pn, acc);
         const int64_t n0 = pn * kShiftPanel, cnt = std::min<int64_t>(kShiftPanel, N - n0);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t j = 0; j < cnt; ++j) sums[j] = acc[j * 32 + r];
-          finish_row(g, ep, m0 + r, n0, cnt, sums);
+        // acc is [column][32 lanes]: transposed column by column (sequential reads);
+        // chunks hold the even rows in lanes 0..15, the odd in 16..31
+        if (direct) {  // sat_W is the identity: acc + bias is the int32 output
+          // row by row: sequential stores (a column of 32 rows 4N bytes apart would
+          // share an L1 set), reads 128 bytes apart from the L1-resident acc
+          uint32_t bias[kShiftPanel];
+          for (int64_t j = 0; j < cnt; ++j) bias[j] = g.bias ? static_cast<uint32_t>(g.bias[n0 + j]) : 0u;
+          for (int64_t r = 0; r < rows; ++r) {
+            const int32_t* src = acc + (chunk ? (r & 1) * 16 + (r >> 1) : r);
+            int32_t* out = static_cast<int32_t*>(g.out) + (m0 + r) * N + n0;
+            for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<int32_t>(static_cast<uint32_t>(src[j * 32]) + bias[j]);
+          }
+          continue;
         }
+        for (int64_t j = 0; j < cnt; ++j)
+          for (int64_t l = 0; l < 32; ++l) sums[chunk ? (l & 15) * 2 + (l >> 4) : l][j] = acc[j * 32 + l];
+        for (int64_t r = 0; r < rows; ++r) finish_row(g, ep, m0 + r, n0, cnt, sums[r]);
       }
     }
   });
@@ -601,6 +680,13 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep) {
 }  // namespace
 
 std::string shift_gemm_kernel_name(const ShiftArgs& args) { return prepare(args).name; }
+
+void set_shift_rows_variant(int v) {
+  if (v < 0 || v > 4)
+    throw std::invalid_argument("rows variant must be 0 (auto), 1 (buckets), 2 (chunk8), 3 (chunk16), 4 (columns)");
+  g_rows_variant.store(v);
+}
+int shift_rows_variant() { return g_rows_variant.load(); }
 
 void shift_gemm(const ShiftArgs& g) {
   const Prepared pr = prepare(g);
@@ -652,7 +738,7 @@ void shift_gemm(const ShiftArgs& g) {
 
 #if defined(PYQ_X86)
   if (pr.route == Route::kShiftBucket) {
-    run_buckets(g, ep);
+    run_buckets(g, ep, pr.chunk, pr.no_saturation && g.out_kind == OutKind::kInt32);
     return;
   }
 #endif

@@ -108,6 +108,25 @@ struct ShiftBuckets {
 void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
                            int64_t pn, int32_t* acc);
 
+// The chunked form (section 12.4a): per column and k block (the same tables as the
+// buckets), [nC, n4], nC records of C + 1 uint16 ([16 - e, C offsets]: C terms of one
+// exponent e <= 16), then n4 records of 5 uint16 ([16 - e, 4 offsets]): a group of
+// L terms gives L / C full chunks and its rest in chunks of 4, padded with the zero
+// row. C is 8 or 16.
+constexpr int kShiftChunkMaxExp = 16;
+// Chunk kernel (AVX-512BW): as shift_bucket_avx512bw, but with a fixed C terms per
+// chunk and one shift per chunk; acc [64 columns][32] int32 holds, per column, the
+// even rows 0, 2, .., 30 in [0, 16) and the odd rows in [16, 32).
+void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
+                           int64_t pn, int C, int32_t* acc);
+
+// Which kernel the shift route takes for layers the rows-in-lanes kernels can run
+// (A/B benchmarks; every choice is bit-exact): 0 auto (chunks of 16 when every
+// exponent is <= 16, else buckets unless every panel has int16 column lanes), forced: 1 buckets, 2 chunks of 8, 3 chunks of 16 (2 and 3 fall back to
+// buckets when an exponent exceeds 16), 4 the column kernels.
+void set_shift_rows_variant(int v);
+int shift_rows_variant();
+
 // Terms packed once, reused across calls.
 class PackedShift {
  public:
@@ -137,6 +156,8 @@ class PackedShift {
   const int16_t* pack16() const;  // built on first use
   const int32_t* pack32() const;  // built on first use
   const ShiftBuckets& buckets() const;  // built on first use (decodable() only)
+  const ShiftBuckets& chunks(int C) const;  // built on first use (decodable(), max_exponent() <= 16)
+  int max_exponent() const;  // of the active terms (-32 when none)
   int64_t row_elems() const { return right_shifts_ ? 3 * kShiftPanel : 2 * kShiftPanel; }
   const int64_t* negcnt() const { return negcnt_.data(); }
   const std::vector<int64_t>& decoded_nk() const;  // [N][K], built on first use (decodable only)
@@ -176,6 +197,7 @@ class PackedShift {
   mutable std::vector<int32_t> w32_kn_;
   mutable std::vector<int32_t> pack32_;
   mutable std::unique_ptr<ShiftBuckets> buckets_;
+  mutable std::unique_ptr<ShiftBuckets> chunks_[2];  // C = 8, 16
   mutable std::unique_ptr<AlignedBuffer> lut4_;
   mutable std::vector<int32_t> lut4_colsum_;
 };

@@ -9,6 +9,8 @@
 // which gives 0. Right shifts (rule deepshift) are an arithmetic vpsrav after the
 // left shift (one of the two counts is 0). All lane arithmetic is modular and the
 // plan (shift.cpp) guarantees every block's exact sum fits its lanes.
+// The rows-in-lanes kernels (exponent buckets and fixed chunks, 32 rows per zmm)
+// follow the column kernels.
 #include <immintrin.h>
 
 #include <cstring>
@@ -211,44 +213,106 @@ void shift_compute_avx512bw(const ShiftProblem& p, int64_t m0, int64_t m1, int64
     panel<false>(p, m0, m1, pn, tile, mode);
 }
 
-// Exponent buckets (docs/semantics.md section 12.4a): lanes are 32 rows; for each
-// column and group, d = the sum of the group's table rows (x or -x; vpaddw with a
-// memory operand, 4 per chunk on two chains; <= 128 rows, so d is exact in int16),
-// then acc += d << e in int32 (the column bound is <= 2^31 - 1). One add per term
-// for 32 rows, no sign operation.
-void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
-                           int64_t pn, int32_t* acc) {
+namespace {
+
+// The rows-in-lanes panel driver: acc [64 columns][32] int32 of panel pn, zeroed, then
+// per k block (its table, 16 KB, stays in L1 for all columns) and column,
+// column(X, records, a0, a1) adds the column's block records into its two vectors.
+template <typename Column>
+inline void rows_panel(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
+                       int64_t pn, int32_t* acc, Column column) {
   const int64_t n0 = pn * kShiftPanel;
   const int64_t cnt = N - n0 < kShiftPanel ? N - n0 : kShiftPanel;
   for (int64_t j = 0; j < cnt; ++j) {
     _mm512_storeu_si512(acc + j * 32, _mm512_setzero_si512());
     _mm512_storeu_si512(acc + j * 32 + 16, _mm512_setzero_si512());
   }
-  // k blocks outside: one block's table (16 KB) stays in L1 for all columns
   for (int64_t kb = 0; kb < nkb; ++kb) {
     const char* X = reinterpret_cast<const char*>(xt + kb * kShiftBucketRows * 32);
     for (int64_t j = 0; j < cnt; ++j) {
       __m512i a0 = _mm512_loadu_si512(acc + j * 32), a1 = _mm512_loadu_si512(acc + j * 32 + 16);
-      const uint16_t* q = stream + start[(n0 + j) * nkb + kb];
-      while (q[0] != 0xFFFF) {
-        const int e = q[0], chunks = q[1];
-        q += 2;
-        __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
-        for (int c = 0; c < chunks; ++c, q += 4) {
-          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[0]));
-          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[1]));
-          d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[2]));
-          d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[3]));
-        }
-        const __m512i d = _mm512_add_epi16(d0, d1);  // modular; the group's sum fits int16
-        const __m128i c = _mm_cvtsi32_si128(e);
-        a0 = _mm512_add_epi32(a0, _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(d)), c));
-        a1 = _mm512_add_epi32(a1, _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(d, 1)), c));
-      }
+      column(X, stream + start[(n0 + j) * nkb + kb], a0, a1);
       _mm512_storeu_si512(acc + j * 32, a0);
       _mm512_storeu_si512(acc + j * 32 + 16, a1);
     }
   }
+}
+
+// Exponent buckets: for each group, d = the sum of the group's table rows (x or -x;
+// vpaddw with a memory operand, 4 per chunk on two chains; <= 128 rows, so d is exact
+// in int16), then acc += d << e in int32 (rows 0..15, 16..31; the column bound is
+// <= 2^31 - 1). One add per term for 32 rows, no sign operation.
+inline void bucket_column(const char* X, const uint16_t* q, __m512i& a0, __m512i& a1) {
+  while (q[0] != 0xFFFF) {
+    const int e = q[0], chunks = q[1];
+    q += 2;
+    __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
+    for (int c = 0; c < chunks; ++c, q += 4) {
+      d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[0]));
+      d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[1]));
+      d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + q[2]));
+      d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + q[3]));
+    }
+    const __m512i d = _mm512_add_epi16(d0, d1);  // modular; the group's sum fits int16
+    const __m128i c = _mm_cvtsi32_si128(e);
+    a0 = _mm512_add_epi32(a0, _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(d)), c));
+    a1 = _mm512_add_epi32(a1, _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(d, 1)), c));
+  }
+}
+
+// Fixed chunks: C (16, 8 or 4) table rows per chunk summed in int16 on two chains
+// (C * 255 < 2^15: exact), then the sum's even and odd rows (the low and high int16 of each int32
+// lane) scaled by 2^e into int32:
+//   even = (d << 16) >>arith (16 - e),  odd = (d & 0xFFFF0000) >>arith (16 - e),
+// exact for e <= 16 (only zero bits leave on the right). Every term is one vpaddw
+// with a memory operand; the offsets come four per 64-bit load; the chunk count is
+// and the 4-term tail counts are the only data-dependent branches.
+template <int C>
+inline const uint16_t* chunks(const char* X, const uint16_t* q, int nch, __m512i& ev, __m512i& od) {
+  const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int c = 0; c < nch; ++c, q += C + 1) {
+    uint64_t o;
+    std::memcpy(&o, q + 1, 8);
+    __m512i d0 = _mm512_load_si512(X + (o & 0xFFFF)), d1 = _mm512_load_si512(X + ((o >> 16) & 0xFFFF));
+    d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + ((o >> 32) & 0xFFFF)));
+    d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + (o >> 48)));
+#pragma GCC unroll 4
+    for (int i = 4; i < C; i += 4) {
+      std::memcpy(&o, q + 1 + i, 8);
+      d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + (o & 0xFFFF)));
+      d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + ((o >> 16) & 0xFFFF)));
+      d0 = _mm512_add_epi16(d0, _mm512_load_si512(X + ((o >> 32) & 0xFFFF)));
+      d1 = _mm512_add_epi16(d1, _mm512_load_si512(X + (o >> 48)));
+    }
+    const __m512i d = _mm512_add_epi16(d0, d1);
+    const __m128i sh = _mm_cvtsi32_si128(q[0]);
+    ev = _mm512_add_epi32(ev, _mm512_sra_epi32(_mm512_slli_epi32(d, 16), sh));
+    od = _mm512_add_epi32(od, _mm512_sra_epi32(_mm512_and_si512(d, hi), sh));
+  }
+  return q;
+}
+
+// A column's block: its C-term chunks, then the 4-term chunks of each group's rest
+// (a group of L terms pads to a multiple of 4, not of C).
+template <int C>
+inline void chunk_column(const char* X, const uint16_t* q, __m512i& ev, __m512i& od) {
+  const int nc = q[0], n4 = q[1];
+  chunks<4>(X, chunks<C>(X, q + 2, nc, ev, od), n4, ev, od);
+}
+
+}  // namespace
+
+void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
+                           int64_t pn, int32_t* acc) {
+  rows_panel(xt, stream, start, nkb, N, pn, acc, bucket_column);
+}
+
+void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
+                           int64_t pn, int C, int32_t* acc) {
+  if (C == 16)
+    rows_panel(xt, stream, start, nkb, N, pn, acc, chunk_column<16>);
+  else
+    rows_panel(xt, stream, start, nkb, N, pn, acc, chunk_column<8>);
 }
 
 void shift_mul32_avx512bw(const int32_t* x, int64_t K, const int32_t* w_kn, int64_t N, int64_t m0, int64_t m1,

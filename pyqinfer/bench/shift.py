@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from .. import get_num_threads, ops, set_num_threads
+from .. import _core, get_num_threads, ops, set_num_threads
 from ..reference.shift_conv import shift_accumulate_int64
 from .timing import time_interleaved
 
@@ -49,6 +49,10 @@ PJ_SHIFT_ADD = PJ_ADD16 + PJ_ADD32
 
 SCHEMES = ("pot4", "apot4")
 KERNELS = ("shift", "multiply", "int8")
+#: extra shift engines of ``--ab-rows`` (GEMM cases): the kernel forced with
+#: ``_core.set_shift_rows_variant`` (1 exponent buckets, 2 chunks of 8, 3 chunks of 16,
+#: 4 the column kernels; the first three need >= 32 rows and 8-bit activations)
+AB_ROWS = {"shift:bucket": 1, "shift:chunk8": 2, "shift:chunk16": 3, "shift:columns": 4}
 
 #: (name, M, K, N) GEMV and GEMM shapes
 GEMM_SHAPES = [("gemv 1x4096x4096", 1, 4096, 4096), ("gemv 1x8192x8192", 1, 8192, 8192),
@@ -126,14 +130,23 @@ class Case:
         else:
             raise ValueError(f"unknown case {name!r}")
 
-    def engines(self):
+    def engines(self, ab_rows=False):
         a, za = self.a, self.za
         if self.kind == "gemm":
-            return {
-                "shift": lambda: ops.shift_matmul(a, self.w, a_zero_point=za, kernel="shift"),
+            def shift(variant):
+                def run():
+                    _core.set_shift_rows_variant(variant)
+                    return ops.shift_matmul(a, self.w, a_zero_point=za, kernel="shift")
+                return run
+
+            fns = {
+                "shift": shift(0),
                 "multiply": lambda: ops.shift_matmul(a, self.w, a_zero_point=za, kernel="multiply"),
                 "int8": lambda: ops.matmul_integer(a, self.w8, za),
             }
+            if ab_rows:
+                fns.update({name: shift(v) for name, v in AB_ROWS.items()})
+            return fns
         geo = dict(pads=(1, 1, 1, 1), layout="NHWC")
         return {
             "shift": lambda: ops.shift_conv(a, self.w, x_zero_point=za, kernel="shift", **geo),
@@ -150,9 +163,7 @@ class Case:
             dec = np.sum(np.where(self.signs != 0, self.signs.astype(np.int64) << np.where(self.signs != 0, self.exps, 0), 0), axis=0)
             want = _conv_oracle(self.a, self.za, dec)
             want8 = _conv_oracle(self.a, self.za, self.b8)
-        return {"shift": bool(np.array_equal(outs["shift"], want)),
-                "multiply": bool(np.array_equal(outs["multiply"], want)),
-                "int8": bool(np.array_equal(outs["int8"], want8))}
+        return {k: bool(np.array_equal(y, want8 if k == "int8" else want)) for k, y in outs.items()}
 
     def im2col_seconds(self, repeats=5):
         """The gather cost of the convolution path (median)."""
@@ -166,10 +177,11 @@ class Case:
         return float(np.median(ts))
 
 
-def bench_case(name, scheme, threads, *, min_runs=5, target_seconds=0.3):
-    """Records (one per kernel) for one (case, scheme) at ``threads`` threads."""
+def bench_case(name, scheme, threads, *, min_runs=5, target_seconds=0.3, ab_rows=False):
+    """Records (one per kernel) for one (case, scheme) at ``threads`` threads; with
+    ``ab_rows`` (GEMM cases) also one per forced rows-in-lanes variant (``AB_ROWS``)."""
     case = Case(name, scheme)
-    fns = case.engines()
+    fns = case.engines(ab_rows)
     old = get_num_threads()
     set_num_threads(threads)
     try:
@@ -178,23 +190,27 @@ def bench_case(name, scheme, threads, *, min_runs=5, target_seconds=0.3):
         del outs
         times = time_interleaved(fns, min_runs=min_runs, target_seconds=target_seconds)
         gather = case.im2col_seconds()
+        kernel_names = {}
+        if case.kind == "gemm":
+            for k in fns:
+                if k != "int8":
+                    _core.set_shift_rows_variant(AB_ROWS.get(k, 0))
+                    kernel_names[k] = ops.shift_kernel_name(case.a, case.w, a_zero_point=case.za,
+                                                            kernel="multiply" if k == "multiply" else "shift")
     finally:
         set_num_threads(old)
+        _core.set_shift_rows_variant(0)
     shift_pj, mul_pj = _model_pj(case.signs if case.kind == "gemm" else
                                  case.signs.reshape(case.signs.shape[0], case.signs.shape[1], -1),
                                  case.macs_per_weight)
-    kernel_names = {}
-    if case.kind == "gemm":
-        for k in ("shift", "multiply"):
-            kernel_names[k] = ops.shift_kernel_name(case.a, case.w, a_zero_point=case.za, kernel=k)
     recs = []
-    for k in KERNELS:
+    for k in fns:
         sec = times[k]["median"]
         recs.append({
             "shape": name, "scheme": scheme if k != "int8" else "int8", "kernel": k, "threads": threads,
             "gops": 2.0 * case.macs / sec / 1e9, "seconds": sec, "runs": times[k]["runs"],
             "bit_exact": exact[k], "macs": case.macs,
-            "model_energy_uj": (shift_pj if k == "shift" else mul_pj) / 1e6,
+            "model_energy_uj": (shift_pj if k.startswith("shift") else mul_pj) / 1e6,
             "kernel_name": kernel_names.get(k),
             "im2col_seconds": gather if k != "int8" else None,
             "codes_scheme": scheme,
@@ -205,12 +221,13 @@ def bench_case(name, scheme, threads, *, min_runs=5, target_seconds=0.3):
     return recs
 
 
-def run(names=None, schemes=SCHEMES, threads=2, *, min_runs=5, target_seconds=0.3, progress=None):
+def run(names=None, schemes=SCHEMES, threads=2, *, min_runs=5, target_seconds=0.3, progress=None, ab_rows=False):
     names = list(names or [n for n, *_ in GEMM_SHAPES] + [n for n, *_ in CONV_LAYERS])
     records = []
     for name in names:
         for scheme in schemes:
-            recs = bench_case(name, scheme, threads, min_runs=min_runs, target_seconds=target_seconds)
+            recs = bench_case(name, scheme, threads, min_runs=min_runs, target_seconds=target_seconds,
+                              ab_rows=ab_rows)
             records.extend(recs)
             if progress:
                 progress(recs)
@@ -240,6 +257,8 @@ bit_exact: shift and multiply == the int64 oracle of the decoded weights; int8 =
 model uJ*: HARDWARE MODEL, not a CPU measurement: Horowitz ISSCC 2014 45 nm arithmetic energy,
   MAC = 8b mult 0.2 pJ + 32b add 0.1 pJ; shift-add = 32b add 0.1 pJ + shift modelled as a 16b add
   0.05 pJ (the table has no shift); off terms free; memory traffic excluded.
+shift:bucket, shift:chunk8, shift:chunk16, shift:columns (--ab-rows): the shift kernel with its
+  variant forced (A/B in the same run; the plain shift row takes the automatic choice).
 note: the shift kernel's lane plan (int16/int32/wide panels) or the multiply route; for
   convolutions the im2col gather time inside the measured time."""
 

@@ -71,12 +71,16 @@ def test_failing_runs_and_reloads_do_not_leak(tmp_path_factory):
     for k in range(300):
         with pytest.raises((TypeError, ValueError)):
             m.run(bad[k % 3])
-    pyqinfer.load(data)
+    # Warm up the load path as well (lazy caches in onnx/numpy and malloc arenas grew RSS by
+    # ~1.8 MB over the first 100 loads in a clean CI venv, then stayed flat); a per-load leak
+    # of 5 KB still breaks the bound over the 200 measured loads.
+    for _ in range(100):
+        pyqinfer.load(data)
     r0, o0 = rss(), n_objects()
     for k in range(3000):
         with pytest.raises((TypeError, ValueError)):
             m.run(bad[k % 3])
-    for _ in range(100):
+    for _ in range(200):
         pyqinfer.load(data)
     r1, o1 = rss(), n_objects()
     assert r1 - r0 < RSS_BOUND, f"resident memory grew by {r1 - r0} bytes"

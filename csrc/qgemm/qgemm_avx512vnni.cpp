@@ -75,12 +75,7 @@ void ukernel_6x64c4(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t 
   for (int r = 0; r < MR; ++r) a[r] = p.a + (m + r) * p.lda;
 
   __m512i acc[kSets][MR][NV];
-#pragma GCC unroll 2
-  for (int s = 0; s < kSets; ++s)
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[s][r][v] = _mm512_setzero_si512();
+  zero_tile<kSets, MR, NV>(acc);
 
   int64_t g = 0;
   if constexpr (kSets == 2) {
@@ -130,12 +125,7 @@ void ukernel_indirect(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_
   const uint8_t* const* ptrs = p.a_ptrs + m * segs;
 
   __m512i acc[kSets][MR][NV];
-#pragma GCC unroll 2
-  for (int s = 0; s < kSets; ++s)
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[s][r][v] = _mm512_setzero_si512();
+  zero_tile<kSets, MR, NV>(acc);
 
   for (int64_t s = 0; s < segs; ++s) {
     const uint8_t* a[MR];

@@ -90,37 +90,28 @@ inline void copy_run(uint8_t* d, const uint8_t* s, int64_t n) {
   }
 }
 
-// Rows [q0, q0+rows) of the implicit im2col matrix of group g, K bytes each.
-// pad: at least KW*Cg bytes of the padding byte.
-void gather_rows(const Geometry& G, const uint8_t* x, int64_t g, int64_t q0, int64_t rows, uint8_t* dst,
-                 const uint8_t* pad) {
+// Output columns [lo, hi) whose kernel row (KW taps, dilation dw) lies inside
+// the input: iw0 = ow*sw - pl >= 0 and iw0 + (KW-1)*dw < W (empty when the
+// dilated kernel is wider than the input).
+void inside_columns(const Geometry& G, int64_t* lo, int64_t* hi) {
+  const int64_t last = G.W - (G.KW - 1) * G.dw - 1 + G.pl;  // largest ow*sw allowed
+  *lo = (G.pl + G.sw - 1) / G.sw;
+  *hi = last < 0 ? 0 : last / G.sw + 1;
+}
+
+// Walks output rows [q0, q0+rows) as segments of one output row each:
+// fn(r, n, oh, ow, cnt) for the cnt pixels starting at block row r.
+template <class Fn>
+void for_each_segment(const Geometry& G, int64_t q0, int64_t rows, Fn&& fn) {
   const int64_t ohw = G.OH * G.OW;
-  const int64_t tap_run = G.KW * G.Cg;
-  const bool contiguous_taps = G.dw == 1 && G.Cg == G.C;  // a kernel row of one pixel is one run of x
   int64_t n = q0 / ohw, rem = q0 % ohw;
   int64_t oh = rem / G.OW, ow = rem % G.OW;
-  for (int64_t r = 0; r < rows; ++r, dst += G.K) {
-    const int64_t iw0 = ow * G.sw - G.pl;
-    const uint8_t* xn = x + n * G.H * G.W * G.C + g * G.Cg;
-    const bool inside_w = iw0 >= 0 && iw0 + (G.KW - 1) * G.dw < G.W;
-    for (int64_t kh = 0; kh < G.KH; ++kh) {
-      uint8_t* d = dst + kh * tap_run;
-      const int64_t ih = oh * G.sh - G.pt + kh * G.dh;
-      if (ih < 0 || ih >= G.H) {
-        copy_run(d, pad, tap_run);
-        continue;
-      }
-      const uint8_t* xrow = xn + ih * G.W * G.C;
-      if (contiguous_taps && inside_w) {
-        copy_run(d, xrow + iw0 * G.C, tap_run);
-        continue;
-      }
-      for (int64_t kw = 0; kw < G.KW; ++kw, d += G.Cg) {
-        const int64_t iw = iw0 + kw * G.dw;
-        copy_run(d, (iw < 0 || iw >= G.W) ? pad : xrow + iw * G.C, G.Cg);
-      }
-    }
-    if (++ow == G.OW) {
+  for (int64_t r = 0; r < rows;) {
+    const int64_t cnt = std::min(rows - r, G.OW - ow);
+    fn(r, n, oh, ow, cnt);
+    r += cnt;
+    ow += cnt;
+    if (ow == G.OW) {
       ow = 0;
       if (++oh == G.OH) {
         oh = 0;
@@ -128,6 +119,44 @@ void gather_rows(const Geometry& G, const uint8_t* x, int64_t g, int64_t q0, int
       }
     }
   }
+}
+
+// Rows [q0, q0+rows) of the implicit im2col matrix of group g, K bytes each.
+// pad: at least KW*Cg bytes of the padding byte. Per output-row segment and
+// kernel row, so interior pixels are a tight loop of copies.
+void gather_rows(const Geometry& G, const uint8_t* x, int64_t g, int64_t q0, int64_t rows, uint8_t* dst,
+                 const uint8_t* pad) {
+  const int64_t tap_run = G.KW * G.Cg;
+  const bool contiguous_taps = G.dw == 1 && G.Cg == G.C;  // a kernel row of one pixel is one run of x
+  int64_t in_lo, in_hi;
+  inside_columns(G, &in_lo, &in_hi);
+  if (!contiguous_taps) in_lo = in_hi = 0;  // every pixel tap by tap
+  for_each_segment(G, q0, rows, [&](int64_t r, int64_t n, int64_t oh, int64_t ow, int64_t cnt) {
+    const uint8_t* xn = x + n * G.H * G.W * G.C + g * G.Cg;
+    const int64_t lo = std::min(std::max(in_lo, ow), ow + cnt), hi = std::max(std::min(in_hi, ow + cnt), lo);
+    for (int64_t kh = 0; kh < G.KH; ++kh) {
+      uint8_t* d0 = dst + r * G.K + kh * tap_run;
+      const int64_t ih = oh * G.sh - G.pt + kh * G.dh;
+      if (ih < 0 || ih >= G.H) {
+        for (int64_t j = 0; j < cnt; ++j) copy_run(d0 + j * G.K, pad, tap_run);
+        continue;
+      }
+      const uint8_t* xrow = xn + ih * G.W * G.C;
+      const uint8_t* src = xrow + (lo * G.sw - G.pl) * G.C;
+      const int64_t step = G.sw * G.C;
+      for (int64_t c = lo; c < hi; ++c, src += step) copy_run(d0 + (c - ow) * G.K, src, tap_run);
+      for (int64_t c = ow; c < ow + cnt; ++c) {
+        if (c == lo) c = hi;  // interior done above
+        if (c >= ow + cnt) break;
+        uint8_t* d = d0 + (c - ow) * G.K;
+        const int64_t iw0 = c * G.sw - G.pl;
+        for (int64_t kw = 0; kw < G.KW; ++kw, d += G.Cg) {
+          const int64_t iw = iw0 + kw * G.dw;
+          copy_run(d, (iw < 0 || iw >= G.W) ? pad : xrow + iw * G.C, G.Cg);
+        }
+      }
+    }
+  });
 }
 
 // Indirect rows (groups = 1, dilation 1 along W): ptrs[r*KH + kh] is where the
@@ -139,18 +168,12 @@ void gather_rows(const Geometry& G, const uint8_t* x, int64_t g, int64_t q0, int
 // third of a 16-channel 3x3 layer's time).
 void index_rows(const Geometry& G, const uint8_t* x, int64_t q0, int64_t rows, uint8_t* scratch,
                 const uint8_t* pad, const uint8_t** ptrs) {
-  const int64_t ohw = G.OH * G.OW;
   const int64_t tap_run = G.KW * G.C;
-  // Output columns whose kernel row lies inside the input: iw0 = ow*sw - pl >= 0
-  // and iw0 + KW <= W (empty when the kernel is wider than the input).
-  const int64_t ow_in_lo = (G.pl + G.sw - 1) / G.sw;
-  const int64_t ow_in_hi = G.W - G.KW + G.pl < 0 ? 0 : (G.W - G.KW + G.pl) / G.sw + 1;
-  int64_t n = q0 / ohw, rem = q0 % ohw;
-  int64_t oh = rem / G.OW, ow = rem % G.OW;
-  for (int64_t r = 0; r < rows;) {
-    const int64_t cnt = std::min(rows - r, G.OW - ow);  // pixels of this output row in the block
+  int64_t in_lo, in_hi;
+  inside_columns(G, &in_lo, &in_hi);
+  for_each_segment(G, q0, rows, [&](int64_t r, int64_t n, int64_t oh, int64_t ow, int64_t cnt) {
     const uint8_t* xn = x + n * G.H * G.W * G.C;
-    const int64_t lo = std::min(std::max(ow_in_lo, ow), ow + cnt), hi = std::max(std::min(ow_in_hi, ow + cnt), lo);
+    const int64_t lo = std::min(std::max(in_lo, ow), ow + cnt), hi = std::max(std::min(in_hi, ow + cnt), lo);
     for (int64_t kh = 0; kh < G.KH; ++kh) {
       const uint8_t** dst = ptrs + r * G.KH + kh;
       const int64_t ih = oh * G.sh - G.pt + kh * G.dh;
@@ -175,16 +198,7 @@ void index_rows(const Geometry& G, const uint8_t* x, int64_t q0, int64_t rows, u
         }
       }
     }
-    r += cnt;
-    ow += cnt;
-    if (ow == G.OW) {
-      ow = 0;
-      if (++oh == G.OH) {
-        oh = 0;
-        ++n;
-      }
-    }
-  }
+  });
 }
 
 // rowsum[r] = sum of the uint8-domain bytes of indirect row r (for weight zero points).

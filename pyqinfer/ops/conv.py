@@ -32,6 +32,7 @@ __all__ = ["PackedConvWeights", "pack_conv_weights", "qlinear_conv", "conv_integ
 MODES = ("fp32", "q31", "q31_single", "pot")
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 LAYOUTS = ("NCHW", "NHWC")
+_DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8"}
 
 
 class PackedConvWeights:
@@ -103,6 +104,8 @@ def pack_conv_weights(w, w_zero_point=None, group=1, *, bits=None):
 
 
 def _positive_int(name, v):
+    if type(v) is int and v >= 1:  # fast path: a plain int (bool is not int by type)
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
     if int(v) < 1:
@@ -113,6 +116,8 @@ def _positive_int(name, v):
 def _int_tuple(name, v, n, minimum):
     if v is None:
         return None
+    if type(v) in (tuple, list) and len(v) == n and all(type(e) is int and e >= minimum for e in v):
+        return tuple(v)  # fast path: plain ints in range (bool is not int by type)
     try:
         vals = tuple(v)
     except TypeError:
@@ -253,5 +258,5 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     zy = _zero_point("y_zero_point", y_zero_point, y_dtype)
     lo, hi = activation_bounds(clip, float(y_s[0]), zy, y_dtype)
     rq = cached_requant(pw, mode, x_s, w_s, y_s, OC)
-    y = _core.qconv(xn, za, pw._core, st, p, dl, _bias(B, OC), str(y_dtype), rq, zy, lo, hi)
+    y = _core.qconv(xn, za, pw._core, st, p, dl, _bias(B, OC), _DTYPE_NAMES[y_dtype], rq, zy, lo, hi)
     return _out(y, layout)

@@ -69,6 +69,7 @@ class PackedConvWeights:
         _check_zero_point_width("w_zero_point", zp, w.dtype, bits)
         self.zero_point = zp
         zps = np.atleast_1d(np.asarray(zp, dtype=np.int32))
+        self._zp_bytes = np.broadcast_to(zps, (w.shape[0],)).tobytes()  # for the per-call comparison
         self._core = _core.pack_conv_weights(np.ascontiguousarray(w), np.ascontiguousarray(zps), group)
 
     @property
@@ -139,7 +140,10 @@ def _weights(w, w_zero_point, group, w_bits=None):
             raise ValueError(f"w_bits={w_bits!r} differs from the width w was packed with ({w.bits!r})")
         if w.group != group:
             raise ValueError(f"w was packed with group={w.group} but group={group}")
-        if w_zero_point is not None:
+        if (isinstance(w_zero_point, np.ndarray) and w_zero_point.dtype == w.dtype and w_zero_point.shape == (w.OC,)
+                and w_zero_point.astype(np.int32).tobytes() == w._zp_bytes):
+            pass  # fast path: the per-channel zero points w was packed with (w's dtype: in range)
+        elif w_zero_point is not None:
             given = _zero_point("w_zero_point", w_zero_point, w.dtype, n=w.OC)
             if not same_zero_point(given, w.zero_point, w.OC):
                 raise ValueError("w_zero_point differs from the zero point w was packed with")

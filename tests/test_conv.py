@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 import pyqinfer
 import pyqinfer.ops as ops
 import pyqinfer.reference as R
+from pyqinfer import _core
 
 RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 BASE_EXAMPLES = settings.default.max_examples
@@ -42,7 +43,7 @@ def conv_cases(draw, quant=True):
     dil = draw(st.sampled_from([1, 1, 1, 2]))
     kind = draw(st.sampled_from(["dense", "dense", "grouped", "depthwise"]))
     if kind == "dense":
-        group, cg = 1, draw(st.sampled_from([1, 3, 5, 16, 17, 33, 64, 67]))
+        group, cg = 1, draw(st.sampled_from([1, 3, 4, 5, 8, 12, 16, 17, 33, 64, 67]))
         ocg = draw(st.sampled_from([1, 7, 16, 33, 64, 65, 100]))
     elif kind == "grouped":
         group, cg, ocg = draw(st.integers(2, 4)), draw(st.integers(1, 20)), draw(st.integers(1, 20))
@@ -158,6 +159,8 @@ LAYERS = [  # (N, C, H, W, OC, k, stride, pads, group)
     (1, 96, 13, 11, 64, 5, 1, (2, 2, 2, 2), 4),      # grouped 5x5
     (1, 24, 20, 20, 24, 1, 1, (0, 0, 0, 0), 3),      # grouped 1x1 direct
     (1, 3, 31, 31, 20, 7, 2, (3, 3, 3, 3), 1),       # stem-like 7x7 stride 2, C=3
+    (2, 16, 17, 15, 16, 3, 1, (1, 1, 1, 1), 1),      # small-channel 3x3: indirect rows, 16-column tiles
+    (1, 4, 14, 19, 33, 3, 2, (0, 2, 1, 1), 1),       # 12-byte kernel rows, strided, asymmetric pads
 ]
 
 
@@ -177,6 +180,38 @@ def test_layers_every_mode(run_everywhere, layer, mode):
     want = R.conv_integer(c["x"], c["w"], c["zx"], c["zw"], pads, (s, s), (1, 1), g)
     check_everywhere(run_everywhere, lambda: ops.conv_integer(c["x"], c["w"], c["zx"], c["zw"], pads=pads,
                                                               strides=(s, s), group=g), want)
+
+
+@pytest.fixture
+def gathered_conv():
+    """Dense convolutions through the gathered im2col blocks instead of indirect rows."""
+    _core.set_conv_indirect_enabled(False)
+    try:
+        yield
+    finally:
+        _core.set_conv_indirect_enabled(True)
+
+
+@settings(max_examples=examples(0.5))
+@given(conv_cases())
+def test_gathered_path_matches_reference(run_everywhere, c):
+    """The gathered path (which the indirect one replaces where it applies) stays exact."""
+    _core.set_conv_indirect_enabled(False)
+    try:
+        check_everywhere(run_everywhere, lambda: ops_q(c), ref_q(c))
+    finally:
+        _core.set_conv_indirect_enabled(True)
+
+
+@pytest.mark.parametrize("layer", [l for l in LAYERS if l[8] == 1 and l[5] > 1],
+                         ids=lambda l: "x".join(map(str, l[:6])) + f"s{l[6]}")
+def test_layers_gathered_path(run_everywhere, gathered_conv, layer):
+    N, C, H, W, OC, k, s, pads, g = layer
+    rng = np.random.default_rng(list(layer[:7]))
+    x, w = rand(rng, (N, C, H, W), "uint8"), rand(rng, (OC, C, k, k), "int8")
+    zx, zw = np.uint8(rng.integers(0, 256)), rand(rng, OC, "int8")
+    want = R.conv_integer(x, w, zx, zw, pads, (s, s), (1, 1), 1)
+    check_everywhere(run_everywhere, lambda: ops.conv_integer(x, w, zx, zw, pads=pads, strides=(s, s)), want)
 
 
 def test_accumulator_wraps(run_everywhere):

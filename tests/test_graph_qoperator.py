@@ -181,11 +181,44 @@ def test_float_softmax_tail_is_reported():
     (5, 5, 2, 2, [0, 0, 0, 0], 1), (6, 7, 3, 2, [1, 1, 1, 1], 1), (4, 4, 2, 3, [0, 0, 1, 1], 1),
     (7, 6, 3, 3, [1, 0, 0, 1], 1), (3, 3, 2, 2, [1, 1, 1, 1], 1), (9, 8, 2, 3, [0, 0, 0, 0], 2)])
 def test_max_pool_ceil_mode(dt, H, W, k, s, pads, dil):
-    """ceil_mode=1 (the numpy-padding fallback), including a last window that would start
+    """ceil_mode=1 (the kernel's own geometry), including a last window that would start
     in the end padding, which ONNX Runtime drops."""
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=pads,
                             dilations=[dil, dil], ceil_mode=1)
     model = make([node], [vi("x", dt, [2, 3, H, W])], [vi("y", dt, None)], {}, ms=False)
     lo, hi = (0, 256) if dt == np.uint8 else (-128, 128)
     m, _ = check(model, {"x": np.random.default_rng(H * W).integers(lo, hi, (2, 3, H, W)).astype(dt)})
-    assert "ceil_mode fallback" in m.layers()[0]["kernel"]
+    assert "fallback" not in m.layers()[0]["kernel"] and m.layers()[0]["kernel"].startswith("eltwise")
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("H,W,k,s,pads,cip", [
+    (5, 5, 2, 2, [0, 0, 0, 0], 0), (6, 7, 3, 2, [1, 1, 1, 1], 1), (4, 4, 2, 3, [0, 0, 1, 1], 0),
+    (7, 6, 3, 3, [1, 0, 0, 1], 1), (3, 3, 2, 2, [1, 1, 1, 1], 0)])
+def test_average_pool_ceil_mode(dt, H, W, k, s, pads, cip):
+    """QLinearAveragePool with ceil_mode=1 (dropped windows in the end padding, both
+    count_include_pad rules), NHWC kernel, bit-exact with ONNX Runtime."""
+    lo, hi = (0, 256) if dt == np.uint8 else (-128, 128)
+    inits = {"xs": np.float32(0.05), "xz": dt(lo + 100), "ys": np.float32(0.03), "yz": dt(lo + 77)}
+    node = helper.make_node("QLinearAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft",
+                            kernel_shape=[k, k], strides=[s, s], pads=pads, count_include_pad=cip, ceil_mode=1)
+    model = make([node], [vi("x", dt, [2, 3, H, W])], [vi("y", dt, None)], inits)
+    m, _ = check(model, {"x": np.random.default_rng(H * W + 1).integers(lo, hi, (2, 3, H, W)).astype(dt)})
+    assert m.layers()[0]["kernel"].startswith("eltwise")
+
+
+def test_add_broadcast_forms():
+    """QLinearAdd broadcasting through the kernel: [N,C,H,W] + [1,C,1,1] (both orders),
+    [N,C,H,W] + [W] and a scalar A (ORT swaps the operands), bit-exact with ONNX Runtime."""
+    rng = np.random.default_rng(11)
+    dt = np.uint8
+    inits = {"s1": np.float32(0.04), "z1": dt(120), "s2": np.float32(0.09), "z2": dt(30),
+             "s3": np.float32(0.07), "z3": dt(128),
+             "c": rng.integers(0, 256, (1, 5, 1, 1)).astype(dt), "r": rng.integers(0, 256, (7,)).astype(dt),
+             "k": np.array(201, dt)}
+    nodes = [helper.make_node("QLinearAdd", ["x", "s1", "z1", "c", "s2", "z2", "s3", "z3"], ["a1"], domain="com.microsoft"),
+             helper.make_node("QLinearAdd", ["c", "s2", "z2", "x", "s1", "z1", "s3", "z3"], ["a2"], domain="com.microsoft"),
+             helper.make_node("QLinearAdd", ["x", "s1", "z1", "r", "s2", "z2", "s3", "z3"], ["a3"], domain="com.microsoft"),
+             helper.make_node("QLinearAdd", ["k", "s2", "z2", "x", "s1", "z1", "s3", "z3"], ["a4"], domain="com.microsoft")]
+    model = make(nodes, [vi("x", dt, [2, 5, 6, 7])], [vi(o, dt, None) for o in ("a1", "a2", "a3", "a4")], inits)
+    check(model, {"x": rng.integers(0, 256, (2, 5, 6, 7)).astype(dt)})

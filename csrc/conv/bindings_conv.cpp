@@ -107,6 +107,8 @@ void bind_conv(py::module_& m) {
       .def_property_readonly("signed", &PackedConvWeights::weights_signed)
       .def_property_readonly("packed_bytes", &PackedConvWeights::packed_bytes);
   m.def("pack_conv_weights", &pack_conv_weights, py::arg("w"), py::arg("zero_points"), py::arg("groups"));
+  m.def("set_conv_indirect_enabled", &set_conv_indirect_enabled, py::arg("on"),
+        "Dense convolutions read the input through row pointers (default) or gather it (False; A/B only).");
   m.def("qconv", &qconv_py, py::arg("x"), py::arg("x_zero_point"), py::arg("packed"), py::arg("strides"),
         py::arg("pads"), py::arg("dilations"), py::arg("bias"), py::arg("out_dtype"), py::arg("requant"),
         py::arg("y_zero_point"), py::arg("lo"), py::arg("hi"));

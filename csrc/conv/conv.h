@@ -56,6 +56,10 @@ struct ConvArgs {
 // not fit the padded input.
 void conv_output_hw(const ConvArgs& a, int64_t* OH, int64_t* OW);
 
+// Indirect A for dense convolutions on the kernel paths that have it (default
+// on; off = the gathered path, for A/B benchmarks; both are bit-exact).
+void set_conv_indirect_enabled(bool on);
+
 // The whole operator. Thread-safe; does not touch Python.
 void qconv(const ConvArgs& a);
 

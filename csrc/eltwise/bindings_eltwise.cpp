@@ -506,19 +506,11 @@ py::array concat(const std::vector<py::array>& xs, const std::vector<float>& sca
   uint8_t* out = static_cast<uint8_t*>(y.mutable_data());
   const int64_t out_row = total_axis * inner;
   int64_t col = 0;
-  const int32_t qmin = s8 ? -128 : 0, qmax = s8 ? 127 : 255;
   for (size_t i = 0; i < xs.size(); ++i) {
     const uint8_t* in = static_cast<const uint8_t*>(xs[i].data());
     const int64_t len = xs[i].shape(axis) * inner;
     const bool copy = scales[i] == y_scale && zps[i] == y_zp;
-    uint8_t lut[256];
-    for (int v = 0; v < 256; ++v) {
-      const int32_t q = s8 ? static_cast<int8_t>(static_cast<uint8_t>(v)) : v;
-      const float d = scales[i] * static_cast<float>(q - zps[i]);
-      float t = d / y_scale;
-      t = std::min(std::max(t, static_cast<float>(qmin - y_zp)), static_cast<float>(qmax - y_zp));
-      lut[v] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyint(t)) + y_zp);
-    }
+    const EltwiseKernels& k = kernels();
     {
       py::gil_scoped_release release;
       for (int64_t o = 0; o < outer; ++o) {
@@ -526,8 +518,11 @@ py::array concat(const std::vector<py::array>& xs, const std::vector<float>& sca
         uint8_t* dst = out + o * out_row + col;
         if (copy)
           std::memcpy(dst, src, static_cast<size_t>(len));
+        else if (s8)
+          k.concat_requant_s8(reinterpret_cast<const int8_t*>(src), reinterpret_cast<int8_t*>(dst), len, scales[i],
+                              zps[i], y_scale, y_zp);
         else
-          for (int64_t j = 0; j < len; ++j) dst[j] = lut[src[j]];
+          k.concat_requant_u8(src, dst, len, scales[i], zps[i], y_scale, y_zp);
       }
     }
     col += len;

@@ -113,6 +113,9 @@ struct EltwiseKernels {
   void (*dequantize_s32)(const DequantArgs&, int64_t r0, int64_t r1);
   void (*requantize_u8)(const RequantArgs&, int64_t r0, int64_t r1);
   void (*requantize_s8)(const RequantArgs&, int64_t r0, int64_t r1);
+  // n bytes of one concat input requantized to the output's (s_y, z_y) (docs/semantics.md 11.5)
+  void (*concat_requant_u8)(const uint8_t* x, uint8_t* y, int64_t n, float s, int32_t z, float s_y, int32_t z_y);
+  void (*concat_requant_s8)(const int8_t* x, int8_t* y, int64_t n, float s, int32_t z, float s_y, int32_t z_y);
 };
 
 const EltwiseKernels* eltwise_kernels_scalar();

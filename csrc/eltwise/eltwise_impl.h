@@ -16,7 +16,7 @@
     NAME, max_pool<uint8_t>, max_pool<int8_t>, avg_pool<uint8_t>, avg_pool<int8_t>, gap<uint8_t, uint32_t>, \
         gap<int8_t, int32_t>, add<uint8_t>, add<int8_t>, clip<uint8_t>, clip<int8_t>, quantize<uint8_t>,    \
         quantize<int8_t>, dequantize<uint8_t>, dequantize<int8_t>, dequantize<int32_t>, requantize<uint8_t>, \
-        requantize<int8_t>                                                                                  \
+        requantize<int8_t>, concat_requant<uint8_t>, concat_requant<int8_t>                                 \
   }
 
 namespace pyq {
@@ -260,6 +260,21 @@ void requantize(const RequantArgs& a, int64_t r0, int64_t r1) {
       }
       out[c] = static_cast<T>(v);
     }
+  }
+}
+
+// Concat's requantization, element by element (vectorized by the compiler):
+// y = rne(clamp(fl32(fl32(s * fl32(x - z)) / s_y), qmin - z_y, qmax - z_y)) + z_y,
+// the float32 operations of docs/semantics.md 11.5 in order (no contraction, a
+// true division). Bounds are integers, so clamping before rounding is the sat().
+template <typename T>
+void concat_requant(const T* x, T* y, int64_t n, float s, int32_t z, float s_y, int32_t z_y) {
+  const int32_t qmin = static_cast<T>(-1) < 0 ? -128 : 0, qmax = qmin < 0 ? 127 : 255;
+  const float lo = static_cast<float>(qmin - z_y), hi = static_cast<float>(qmax - z_y);
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = s * static_cast<float>(static_cast<int32_t>(x[i]) - z);
+    const float t = ew_clampf(d / s_y, lo, hi);
+    y[i] = static_cast<T>(static_cast<int32_t>(ew_rne(t)) + z_y);
   }
 }
 

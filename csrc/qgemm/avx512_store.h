@@ -9,6 +9,16 @@
 namespace pyq {
 namespace {
 
+template <int SETS, int MR, int NV>
+__attribute__((always_inline)) inline void zero_tile(__m512i (&acc)[SETS][MR][NV]) {
+#pragma GCC unroll 2
+  for (int s = 0; s < SETS; ++s)
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[s][r][v] = _mm512_setzero_si512();
+}
+
 // The epilogue of docs/semantics.md on the accumulators while they are still in
 // registers, for int32 output and the fp32 mode (the common cases; the other
 // modes go through epilogue.h). Every float operation names its rounding

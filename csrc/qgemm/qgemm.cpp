@@ -39,6 +39,14 @@ const GemmKernel* gemm_kernel_for(KernelPath p, int weight_bits) {
   return gemm_kernel_for(p);
 }
 
+GemmComputeFn indirect_compute_for(const GemmKernel* k) {
+#if defined(PYQ_X86)
+  if (k == avx512vnni_gemm_kernel()) return avx512vnni_indirect_compute;
+#endif
+  (void)k;
+  return nullptr;
+}
+
 int32_t PackedWeights::domain_shift(const GemmKernel* k) const {
 #if defined(PYQ_X86)
   if (k == avx512vnni_w4_gemm_kernel()) return signed_ ? 8 : 128;

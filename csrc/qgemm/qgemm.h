@@ -40,6 +40,12 @@ struct GemmProblem {
   int64_t lda = 0;
   uint32_t a_xor = 0;  // 0x80808080 for int8 activations: x ^ 0x80 == x + 128 as uint8
   int64_t M = 0, N = 0, K = 0;
+  // Indirect A (convolution without a gathered im2col): when a_ptrs is set, row m
+  // is a_segs runs of a_seg bytes (a_seg a multiple of 4, K = a_segs * a_seg), run s
+  // starting at a_ptrs[m * a_segs + s]; a and lda are unused. Only for the
+  // compute function indirect_compute_for() returns.
+  const uint8_t* const* a_ptrs = nullptr;
+  int64_t a_segs = 0, a_seg = 0;
   const uint8_t* packed = nullptr;  // path-specific layout of the s8 weights
   // Epilogue: acc = raw + colterm[n] - zw[n] * rowsum[m] (mod 2^32), then store or requantize.
   const int32_t* colterm = nullptr;
@@ -79,6 +85,14 @@ const GemmKernel* gemm_kernel_for(KernelPath p);
 // The kernel for weights of a declared width: <= 4 bits take the packed-nibble
 // kernel on the VNNI path; every other case is gemm_kernel_for(p).
 const GemmKernel* gemm_kernel_for(KernelPath p, int weight_bits);
+
+// A compute function with k's packed layout, tiles and epilogue that reads A
+// through GemmProblem::a_ptrs; null when k has none (then gather A instead).
+using GemmComputeFn = void (*)(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+GemmComputeFn indirect_compute_for(const GemmKernel* k);
+#if defined(PYQ_X86)
+void avx512vnni_indirect_compute(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+#endif
 
 // Weights packed once, reused across calls. The uint8 weight dtype is mapped to
 // the int8 domain at pack time: (w - zw) == ((w - 128) - (zw - 128)).

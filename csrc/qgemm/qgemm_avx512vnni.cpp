@@ -75,12 +75,7 @@ void ukernel_6x64c4(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t 
   for (int r = 0; r < MR; ++r) a[r] = p.a + (m + r) * p.lda;
 
   __m512i acc[kSets][MR][NV];
-#pragma GCC unroll 2
-  for (int s = 0; s < kSets; ++s)
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[s][r][v] = _mm512_setzero_si512();
+  zero_tile<kSets, MR, NV>(acc);
 
   int64_t g = 0;
   if constexpr (kSets == 2) {
@@ -119,6 +114,46 @@ struct Ukernel {
   }
 };
 
+// The same tile reading A through p.a_ptrs: a_segs runs of a_seg bytes per row
+// (a multiple of 4, so no partial K group), e.g. one run per kernel row of a
+// convolution, pointing into the NHWC input itself.
+template <int MR, int NV, bool SIGNED_A>
+void ukernel_indirect(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_t cnt) {
+  constexpr int kSets = MR <= 2 ? 2 : 1;
+  const int64_t segs = p.a_segs, groups = p.a_seg / 4;
+  const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  const uint8_t* const* ptrs = p.a_ptrs + m * segs;
+
+  __m512i acc[kSets][MR][NV];
+  zero_tile<kSets, MR, NV>(acc);
+
+  for (int64_t s = 0; s < segs; ++s) {
+    const uint8_t* a[MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) a[r] = ptrs[r * segs + s];
+    int64_t g = 0;
+    if constexpr (kSets == 2) {
+      for (; g + 1 < groups; g += 2) {
+        kgroup<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
+        kgroup<MR, NV, SIGNED_A>(acc[kSets - 1], a, 4 * g + 4, bp + NV * 64, flip);
+        bp += 2 * NV * 64;
+      }
+    }
+    for (; g < groups; ++g) {
+      kgroup<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
+      bp += NV * 64;
+    }
+  }
+  store_tile<MR, NV, kSets>(p, m, n0, cnt, acc);
+}
+
+template <int MR, int NV, bool SIGNED_A>
+struct UkernelIndirect {
+  static void run(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_t cnt) {
+    ukernel_indirect<MR, NV, SIGNED_A>(p, m, bp, n0, cnt);
+  }
+};
+
 void vnni_compute(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   compute_panels_6x64<Ukernel>(p, m0, m1, p0, p1, kNr * k_groups(p.K) * 4);
 }
@@ -128,5 +163,9 @@ const GemmKernel kVnni = {"qgemm_6x64c4_avx512vnni", kNr, kMr, vnni_packed_size,
 }  // namespace
 
 const GemmKernel* avx512vnni_gemm_kernel() { return &kVnni; }
+
+void avx512vnni_indirect_compute(const GemmProblem& p, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  compute_panels_6x64<UkernelIndirect>(p, m0, m1, p0, p1, kNr * k_groups(p.K) * 4);
+}
 
 }  // namespace pyq

@@ -46,6 +46,9 @@ LAYERS = {
     "mb2_pw_144to24x56": ("pointwise", 144, 24, 56, 56, 1, 1, 1),
     "mb2_pw_64to384x14": ("pointwise", 64, 384, 14, 14, 1, 1, 1),
     "mb2_pw_160to960x7": ("pointwise", 160, 960, 7, 7, 1, 1, 1),
+    # the 3x3 layers of benchmarks/graph_runner.py's small ResNet (issue 5)
+    "small_3x3_16x32": ("small3x3", 16, 16, 32, 32, 3, 1, 1),
+    "small_3x3_32x16": ("small3x3", 32, 32, 16, 16, 3, 1, 1),
 }
 QUICK_LAYERS = ["r18_3x3_64x56", "r18_3x3_512x7", "mb2_dw_144x56", "mb2_pw_24to144x56"]
 ENGINES = ("pyq_nhwc", "pyq_nchw", "ort", "torch")

@@ -957,8 +957,6 @@ class _Importer:
         ks = list(a.get("kernel_shape", []))
         if len(ks) != 2:
             raise _unsupported(n, f"only 2-D pooling is supported (kernel_shape={ks})")
-        if a.get("ceil_mode", 0) and avg:
-            raise _unsupported(n, "ceil_mode=1 is not supported for average pooling")
         auto_pad = a.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         if auto_pad != "NOTSET":
@@ -976,7 +974,7 @@ class _Importer:
             if a.get("channels_last", 0):
                 raise _unsupported(n, "channels_last=1 is not supported")
             return {"kernel_shape": ks, "strides": strides, "pads": pads,
-                    "count_include_pad": int(a.get("count_include_pad", 0))}
+                    "count_include_pad": int(a.get("count_include_pad", 0)), "ceil_mode": int(a.get("ceil_mode", 0))}
         if a.get("storage_order", 0):
             pass  # only affects the Indices output
         return {"kernel_shape": ks, "strides": strides, "pads": pads, "dilations": dil,

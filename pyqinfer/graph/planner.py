@@ -395,78 +395,41 @@ class Plan:
             return
 
         def fast(a, b):
-            if a.shape == b.shape or b.size == 1:
-                return _core.qlinear_add(a, sa, za, b, sb, zb, sc, zc, rule, lo, hi)
-            if a.size == 1:  # ORT swaps: the scalar becomes the second operand
-                return _core.qlinear_add(b, sb, zb, a, sa, za, sc, zc, rule, lo, hi)
-            shape = np.broadcast_shapes(a.shape, b.shape)
-            lead = len(shape) - b.ndim
-            if shape == a.shape and b.shape == a.shape[lead:]:
-                # b repeats along leading axes: element-for-element (vector) rule on the expanded b
-                return _core.qlinear_add(a, sa, za, np.ascontiguousarray(np.broadcast_to(b, shape)), sb, zb, sc, zc,
-                                         rule, lo, hi)
-            raise _err(n, f"broadcasting {a.shape} + {b.shape} is not supported by the '{rule}' add rule "
-                          f"(only equal shapes, one element, or b repeated along leading axes); "
-                          f"load with add_rule='onnx' for the ONNX float rule with full broadcasting")
+            # any broadcastable pair, with ORT's operand forms (a scalar a swaps the operands)
+            y = _core.qlinear_add(a, sa, za, b, sb, zb, sc, zc, rule, lo, hi)
+            return y if y.ndim == max(a.ndim, b.ndim) else y.reshape(np.broadcast_shapes(a.shape, b.shape))
 
         def slow(a, b):
             for nm, v in (("A", a), ("B", b)):
                 if v.dtype != dt:
                     raise TypeError(f"node {n.name!r}: input {nm} has dtype {v.dtype}, expected {dt}")
+            try:
+                np.broadcast_shapes(a.shape, b.shape)
+            except ValueError:
+                raise _err(n, f"the inputs' shapes {a.shape} and {b.shape} do not broadcast") from None
             return fast(np.ascontiguousarray(a), np.ascontiguousarray(b))
 
         st.fast, st.slow = fast, slow
 
-    def _pool_geometry_check(self, n, x, k, s, p, d):
+    def _pool_geometry_check(self, n, x, k, s, p, d, ceil_mode=0):
         try:
-            ops.eltwise._geometry(x, k, s, p, d)
+            ops.eltwise._geometry(x, k, s, p, d, ceil_mode)
         except (TypeError, ValueError) as e:
             raise _err(n, str(e)) from None
 
     def _build_MaxPool(self, n, st):
         nhwc = self._native(st)
         k, s, p, d = (list(n.attrs[a]) for a in ("kernel_shape", "strides", "pads", "dilations"))
+        ceil = bool(n.attrs.get("ceil_mode"))
         st.kernel = f"eltwise ({_core.eltwise_kernel_name()})"
-        if n.attrs.get("ceil_mode"):
-            self._max_pool_ceil(n, st, nhwc, k, s, p, d)
-            return
 
         def fast(x):
-            return _core.max_pool(x, k, s, p, d)
+            return _core.max_pool(x, k, s, p, d, ceil)
 
         def slow(x):
             if x.dtype not in (np.uint8, np.int8):
                 raise TypeError(f"node {n.name!r}: MaxPool on {x.dtype} is not supported")
-            self._pool_geometry_check(n, x, k, s, p, d)
-            return fast(np.ascontiguousarray(x))
-        self._wrap_layout(st, fast, slow, nhwc)
-
-    def _max_pool_ceil(self, n, st, nhwc, k, s, p, d):
-        """NUMPY FALLBACK for ceil_mode=1 (pyqinfer.ops.max_pool has only ceil_mode=0).
-        ONNX Runtime's output size: OH = ceil((H + pt + pb - e) / s) + 1, minus one if the
-        last window would start in the end padding ((OH-1)*s >= H + pt). The input is padded
-        with the dtype minimum (every remaining window holds a real value, so the padding
-        never wins: exact), then the kernel runs with zero pads."""
-        st.kernel = f"eltwise ({_core.eltwise_kernel_name()}) + numpy padding (ceil_mode fallback)"
-        st.info = {"fallback": "numpy padding for ceil_mode=1"}
-        e = [(k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1]
-
-        def fast(x):
-            H, W = x.shape[1:3]
-            ends = []
-            for size, b, a, ee, ss in ((H, p[0], p[2], e[0], s[0]), (W, p[1], p[3], e[1], s[1])):
-                o = -(-(size + b + a - ee) // ss) + 1
-                if (o - 1) * ss >= size + b:
-                    o -= 1
-                ends.append(max(a, (o - 1) * ss + ee - size - b))
-            qmin = np.iinfo(x.dtype).min
-            xp = np.pad(x, ((0, 0), (p[0], ends[0]), (p[1], ends[1]), (0, 0)), constant_values=qmin)
-            return _core.max_pool(np.ascontiguousarray(xp), k, s, [0, 0, 0, 0], d)
-
-        def slow(x):
-            if x.dtype not in (np.uint8, np.int8):
-                raise TypeError(f"node {n.name!r}: MaxPool on {x.dtype} is not supported")
-            self._pool_geometry_check(n, x, k, s, p, d)
+            self._pool_geometry_check(n, x, k, s, p, d, int(ceil))
             return fast(np.ascontiguousarray(x))
         self._wrap_layout(st, fast, slow, nhwc)
 
@@ -483,16 +446,17 @@ class Plan:
         ty, yq = self._q(n.outputs[0])
         k, s, p = (list(n.attrs[a]) for a in ("kernel_shape", "strides", "pads"))
         cip = bool(n.attrs.get("count_include_pad", 0))
+        ceil = bool(n.attrs.get("ceil_mode", 0))
         sx, zx, sy, zy = float(xq.scale[0]), int(xq.zero_point[0]), float(yq.scale[0]), int(yq.zero_point[0])
         st.kernel = f"eltwise ({_core.eltwise_kernel_name()}, float32 rule of ORT)"
 
         def fast(x):
             if tuple(k) == x.shape[1:3] and not any(p):
                 return _core.global_avg_pool(x, sx, zx, sy, zy)
-            return _core.avg_pool(x, sx, zx, sy, zy, k, s, p, cip)
+            return _core.avg_pool(x, sx, zx, sy, zy, k, s, p, cip, ceil)
 
         def slow(x):
-            self._pool_geometry_check(n, x, k, s, p, None)
+            self._pool_geometry_check(n, x, k, s, p, None, int(ceil))
             return fast(np.ascontiguousarray(x))
         self._wrap_layout(st, fast, slow, nhwc)
 

@@ -55,6 +55,12 @@ def _zero_point(name, zp, dtype, n=None):
     lo, hi = _RANGES[np.dtype(dtype)]
     if zp is None:
         return 0
+    if type(zp) is int or (isinstance(zp, np.generic) and zp.dtype == dtype):
+        # fast path: a Python int, or a numpy scalar of the tensor's own dtype
+        v = int(zp)
+        if not lo <= v <= hi:
+            raise ValueError(f"{name}={v} is outside the range [{lo}, {hi}] of {np.dtype(dtype)}")
+        return v
     arr = np.asarray(zp)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer (got dtype {arr.dtype})")

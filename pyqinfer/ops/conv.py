@@ -32,6 +32,7 @@ __all__ = ["PackedConvWeights", "pack_conv_weights", "qlinear_conv", "conv_integ
 MODES = ("fp32", "q31", "q31_single", "pot")
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 LAYOUTS = ("NCHW", "NHWC")
+_DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8"}
 
 
 class PackedConvWeights:
@@ -68,6 +69,7 @@ class PackedConvWeights:
         _check_zero_point_width("w_zero_point", zp, w.dtype, bits)
         self.zero_point = zp
         zps = np.atleast_1d(np.asarray(zp, dtype=np.int32))
+        self._zp_bytes = np.broadcast_to(zps, (w.shape[0],)).tobytes()  # for the per-call comparison
         self._core = _core.pack_conv_weights(np.ascontiguousarray(w), np.ascontiguousarray(zps), group)
 
     @property
@@ -103,6 +105,8 @@ def pack_conv_weights(w, w_zero_point=None, group=1, *, bits=None):
 
 
 def _positive_int(name, v):
+    if type(v) is int and v >= 1:  # fast path: a plain int (bool is not int by type)
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
     if int(v) < 1:
@@ -113,6 +117,8 @@ def _positive_int(name, v):
 def _int_tuple(name, v, n, minimum):
     if v is None:
         return None
+    if type(v) in (tuple, list) and len(v) == n and all(type(e) is int and e >= minimum for e in v):
+        return tuple(v)  # fast path: plain ints in range (bool is not int by type)
     try:
         vals = tuple(v)
     except TypeError:
@@ -134,7 +140,10 @@ def _weights(w, w_zero_point, group, w_bits=None):
             raise ValueError(f"w_bits={w_bits!r} differs from the width w was packed with ({w.bits!r})")
         if w.group != group:
             raise ValueError(f"w was packed with group={w.group} but group={group}")
-        if w_zero_point is not None:
+        if (isinstance(w_zero_point, np.ndarray) and w_zero_point.dtype == w.dtype and w_zero_point.shape == (w.OC,)
+                and w_zero_point.astype(np.int32).tobytes() == w._zp_bytes):
+            pass  # fast path: the per-channel zero points w was packed with (w's dtype: in range)
+        elif w_zero_point is not None:
             given = _zero_point("w_zero_point", w_zero_point, w.dtype, n=w.OC)
             if not same_zero_point(given, w.zero_point, w.OC):
                 raise ValueError("w_zero_point differs from the zero point w was packed with")
@@ -253,5 +262,5 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     zy = _zero_point("y_zero_point", y_zero_point, y_dtype)
     lo, hi = activation_bounds(clip, float(y_s[0]), zy, y_dtype)
     rq = cached_requant(pw, mode, x_s, w_s, y_s, OC)
-    y = _core.qconv(xn, za, pw._core, st, p, dl, _bias(B, OC), str(y_dtype), rq, zy, lo, hi)
+    y = _core.qconv(xn, za, pw._core, st, p, dl, _bias(B, OC), _DTYPE_NAMES[y_dtype], rq, zy, lo, hi)
     return _out(y, layout)

@@ -18,6 +18,7 @@ What is bit-exact (docs/model-format.md, "Exactness against ONNX Runtime"):
   output follows the float graph: exact here for the MLPs, not for the CNN.
 """
 import logging
+import zlib
 
 import numpy as np
 import onnx
@@ -85,7 +86,8 @@ CASES = [(k, f, pc, a) for k in ("cnn", "mlp") for f in ("QOperator", "QDQ") for
 def test_quantize_static_models_vs_ort(kind, fmt, per_channel, act, tmp_path_factory):
     q = quantized(kind, fmt, per_channel, act, tmp_path_factory)
     m = pyqinfer.load(q)
-    feeds = inputs_for(m, 48, seed=hash((kind, fmt, per_channel, act)) % 1000)
+    # a stable seed: hash() of a tuple of str changes with PYTHONHASHSEED
+    feeds = inputs_for(m, 48, seed=zlib.crc32(repr((kind, fmt, per_channel, act)).encode()) % 1000)
     outs = list(m.graph.outputs)
     levels = ["all", "none"] if fmt == "QOperator" else ["all"]
     if fmt == "QDQ" and act == "int8":
@@ -94,7 +96,9 @@ def test_quantize_static_models_vs_ort(kind, fmt, per_channel, act, tmp_path_fac
             opt = _ort_optimized_ops(q)
             assert "Conv" in opt, "ORT now fuses every int8 QDQ conv on x86: revisit docs/model-format.md"
             return
-        levels = ["all", "none"]   # every group runs in float in ORT; the MLPs are exact anyway
+        # every group runs in float in ORT, so exactness holds for these inputs only: about 2% of
+        # seeds put one logit of 48x10 on a float rounding near-tie (1 LSB; docs/model-format.md)
+        levels = ["all", "none"]
     ours_final = m.run(feeds)
     for lv in levels:
         theirs = ort_outputs(q, feeds, outs, lv, {})

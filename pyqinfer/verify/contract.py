@@ -215,19 +215,21 @@ def _multi_threshold(node, x, ty):
     return y.astype(ty.dtype) if y.dtype.kind == "f" else y
 
 
-# the rounding modes applied exactly to a float32 value v (v is widened to float64 first, where
-# |v| +- 1/2 is exact: no float32 rounding of the half)
+# the rounding modes as QONNX's numpy code applies them to the float32 value v (resolve_rounding_mode):
+# HALF_UP / HALF_DOWN add or subtract the half in float32 (np.abs(v) + 0.5 stays float32)
+_H = np.float32(0.5)
 _QONNX_ROUND = {
     "ROUND": np.rint, "FLOOR": np.floor, "CEIL": np.ceil, "DOWN": np.trunc,
-    "UP": lambda v: np.where(v < 0, np.floor(v), np.ceil(v)),
-    "HALF_UP": lambda v: np.where(v < 0, -np.floor(0.5 - v), np.floor(v + 0.5)),
-    "HALF_DOWN": lambda v: np.where(v < 0, -np.ceil(-v - 0.5), np.ceil(v - 0.5)),
+    "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)),
+    "HALF_UP": lambda v: np.sign(v) * np.floor(np.add(np.abs(v), _H, dtype=np.float32)),
+    "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.subtract(np.abs(v), _H, dtype=np.float32)),
 }
 
 
 def _qonnx_quant(node, x, ty):
     """QONNX Quant of a float32 tensor, written from docs/model-format.md 11.1:
-    q = clamp(mode(fl32(fl32(x / s) + z)), lo, hi), every step one float32 operation;
+    q = clamp(mode(fl32(fl32(x / s) + z)), lo, hi), every step one float32 operation (the
+    half of HALF_UP / HALF_DOWN too, as QONNX's numpy code);
     BipolarQuant: +1 where x >= 0, else -1."""
     a = node.attrs
     x = np.asarray(x, np.float32)
@@ -235,7 +237,7 @@ def _qonnx_quant(node, x, ty):
         return np.where(x >= 0, 1, -1).astype(ty.dtype)
     s, z = np.float32(ty.quant.scale[0]), np.float32(int(ty.quant.zero_point[0]))
     v = np.add(np.divide(x, s, dtype=np.float32), z, dtype=np.float32)
-    return np.clip(_QONNX_ROUND[a["rounding_mode"]](v.astype(np.float64)), a["lo"], a["hi"]).astype(ty.dtype)
+    return np.clip(_QONNX_ROUND[a["rounding_mode"]](v), a["lo"], a["hi"]).astype(ty.dtype)
 
 
 def _affine_chain(node, x):

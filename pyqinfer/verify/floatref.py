@@ -73,17 +73,35 @@ def _sq(qp):
 
 # ----------------------------------------------------------------- requantization modes (semantics 4)
 
-def _round_f64(v, mode):
+def _q31_right(sx, sw, sy):
+    """``right = max(-sh, 0)`` of the q31 multiplier of one channel (semantics 4.2)."""
+    import math
+    q, e = math.frexp(float(np.float64(sx) * np.float64(sw) / np.float64(sy)))
+    if int(Fraction(q) * 2 ** 31 + HALF) == 2 ** 31:
+        e += 1
+    return max(-e, 0)
+
+
+def _round_f64(v, mode, away=None):
     """The quantize point's rounding of v (float64) with the tie rule of requant ``mode``:
-    fp32 half to even (4.1), pot and q31_single half up (4.4, 4.5), q31 half away from zero
-    (the RoundingDivideByPOT of 4.3)."""
+    fp32 half to even (4.1), pot and q31_single half up (4.4, 4.5), q31 half up where the
+    channel's right shift is 0 (SRDHM alone) and half away from zero where it is >= 1
+    (RoundingDivideByPOT, 4.3); ``away`` broadcasts that choice over v's channels."""
     if mode == "fp32":
         return np.rint(v)
     if mode in ("pot", "q31_single"):
         return np.floor(v + 0.5)
     if mode == "q31":
-        return np.sign(v) * np.floor(np.abs(v) + 0.5)
+        return np.where(away, np.sign(v) * np.floor(np.abs(v) + 0.5), np.floor(v + 0.5))
     raise NoFloatReference(f"unknown requantization mode {mode!r}")
+
+
+def _q31_away(mode, sx, ws, sy, shape):
+    """The per-channel 'half away from zero' mask of q31 (None for the other modes), reshaped."""
+    if mode != "q31":
+        return None, None
+    away = np.array([_q31_right(sx, float(w), sy) >= 1 for w in ws])
+    return away.reshape(shape), (_rhaz_fraction if away.all() else round_half_up)
 
 
 def _rhaz_fraction(v: Fraction) -> int:
@@ -106,12 +124,8 @@ def _requant_bound(mode, sx, sw, sy):
         # M = f64(s_x s_w / s_y) (one double rounding), m = rhaz(q 2^31) with m >= 2^30:
         # |m 2^(sh-31) - R| <= R (2^-31 + 2^-53 + 2^-84) < R 2^-30; q31 rounds twice: SRDHM to an
         # integer at scale 2^right (<= 1/2 of it), then RoundingDivideByPOT
-        import math
-        M = float(np.float64(sx) * np.float64(sw) / np.float64(sy))
-        q, e = math.frexp(M)
-        if int(Fraction(q) * 2 ** 31 + HALF) == 2 ** 31:
-            e += 1
-        extra = Fraction(1, 2 ** (max(-e, 0) + 1)) if mode == "q31" and -e >= 1 else Fraction(0)
+        right = _q31_right(sx, sw, sy)
+        extra = Fraction(1, 2 ** (right + 1)) if mode == "q31" and right >= 1 else Fraction(0)
         return lambda A: R * abs(A) * Fraction(1, 2 ** 30) + extra
     raise NoFloatReference(f"unknown requantization mode {mode!r}")
 
@@ -460,8 +474,11 @@ class FloatReference:
             bshape = (OC,)
         if bias is not None:
             y = y + (bias.astype(F64) * c.astype(F64)).reshape(bshape)
-        q = _quant(y / F64(sy), zy, lo, hi)
+        mode = n.attrs.get("mode", "fp32")        # docs/model-format.md 9.4 (metadata)
+        away, rx = _q31_away(mode, sx, ws, sy, (-1, 1, 1) if conv else (-1,))
+        q = _quant(_round_f64(y / F64(sy), mode, away), zy, lo, hi)
         cache = {}
+        other = {} if mode == "fp32" else {ch: _requant_bound(mode, sx, float(ws[ch]), sy) for ch in set(range(OC))}
 
         def exact(idx):
             if "acc" not in cache:
@@ -476,10 +493,13 @@ class FloatReference:
                 b = int(bias[ch]) if bias is not None else 0
                 A = s + b
                 V = (s * a + b * F(c[ch])) / Fsy + zy
-                E = a / Fsy * (abs(A) * gamma(4) + abs(b) * U)
+                if mode == "fp32":
+                    E = a / Fsy * (abs(A) * gamma(4) + abs(b) * U)
+                else:   # the integer modes multiply A by M ~ s_x s_w / s_y (bias at scale s_x s_w, not fl32 of it)
+                    E = other[ch](A) + a / Fsy * abs(b) * U
                 res.append((V, E))
             return res
-        return RefOut(q, True, exact)
+        return RefOut(q, True, exact, "", None, None, rx or _ROUND_EXACT[mode])
 
     def _QLinearConv(self, n, ins):
         return self._linear(n, ins, True)
@@ -771,7 +791,8 @@ class FloatReference:
             y = (xs.astype(F64) * F64(sx)) @ wreal + b.astype(F64) * (F64(sx) * Seff.astype(F64))
         else:
             y = np.asarray(A, F64) * (F64(sx) * Seff.astype(F64))
-        q = _quant(shape_out(_round_f64(y / F64(sy), mode)), zy, lo, hi)
+        away, rx = _q31_away(mode, sx, Seff, sy, (-1,))
+        q = _quant(shape_out(_round_f64(y / F64(sy), mode, away)), zy, lo, hi)
         A_f = np.ascontiguousarray(shape_out(np.asarray(A, dtype=object))).reshape(-1)
         bounds = [_requant_bound(mode, sx, float(Seff[c]), sy) for c in range(N)]
 
@@ -782,7 +803,7 @@ class FloatReference:
                 a = int(A_f[i])
                 res.append((a * F(sx) * F(Seff[ch]) / F(sy) + zy, bounds[ch](a)))
             return res
-        return RefOut(q, True, exact, note, sat_f, None, _ROUND_EXACT[mode])
+        return RefOut(q, True, exact, note, sat_f, None, rx or _ROUND_EXACT[mode])
 
     def _ShiftMatMul(self, n, ins):
         return self._shift(n, ins, False)
@@ -890,11 +911,16 @@ class FloatReference:
         q = np.clip(_qonnx_round_f64(v, mode), lo, hi).astype(I64)
         xf = xv.reshape(-1)
 
+        half = mode in ("HALF_UP", "HALF_DOWN")   # QONNX adds the half in float32: one more rounding
+
         def exact(idx):
             res = []
             for i in idx:
                 t = F(xf[i]) / F(sy)
-                res.append((t + zy, abs(t) * U + (abs(t) * (1 + U) + abs(zy)) * U))
+                E = abs(t) * U + (abs(t) * (1 + U) + abs(zy)) * U
+                if half:
+                    E += (abs(t + zy) + E + HALF) * U
+                res.append((t + zy, E))
             return res
         bnd = None if mode in ("ROUND", "HALF_UP", "HALF_DOWN") else directed_boundary(mode)
         return RefOut(q, True, exact, "", None, bnd, _qonnx_round_exact(mode))

@@ -500,3 +500,23 @@ def test_qlinear_matmul_requant_mode_metadata(mode):
     r = rep.layer("mm")
     assert rep.exit_status == 0 and r["contract"]["status"] == "exact"
     assert r["float"]["status"] == "exact", r["float"]      # half up at the exact ties, as the mode rounds
+
+
+def test_qonnx_staircase_with_decreasing_channels():
+    """Quant -> MatMul -> Mul by a per-channel constant with negative entries -> Quant: the importer
+    pulls the chain back to integer thresholds on the accumulator with sign -1 on the decreasing
+    channels (a MultiThreshold with signs); contract and float reference count on sign * x."""
+    rng = np.random.default_rng(53)
+    nodes, inits = [], []
+    _quant(nodes, inits, "x", "xq", 2 ** -3, 0, 8)
+    inits.append(nh.from_array(rng.normal(size=(6, 4)).astype(np.float32), "W"))
+    _quant(nodes, inits, "W", "Wq", 2 ** -4, 0, 8)
+    nodes.append(helper.make_node("MatMul", ["xq", "Wq"], ["h"], name="mm"))
+    inits.append(nh.from_array(np.array([0.5, -0.75, 1.25, -2.0], np.float32), "g"))
+    nodes.append(helper.make_node("Mul", ["h", "g"], ["hg"], name="mul"))
+    _quant(nodes, inits, "hg", "y", 0.25, 0, 4)
+    m = model(nodes, inits, [("x", np.float32, ["N", 6])], [("y", np.float32)], qonnx=True)
+    mt = [n for n in pyqinfer.load(m).graph.nodes if n.kind == "MultiThreshold"]
+    assert len(mt) == 1 and mt[0].params["sign"] is not None and (mt[0].params["sign"] < 0).any()
+    x = (rng.normal(size=(40, 6)) * 4).astype(np.float32)
+    clean_then_corrupted(m, {"x": x}, mt[0].name, "MultiThreshold")

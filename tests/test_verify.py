@@ -65,12 +65,13 @@ def check_schema(doc):
         if r["contract"]["status"] in ("exact", "mismatch"):
             assert 0 <= r["contract"]["exact"] <= r["contract"]["compared"] == r["elements"]
         f = r["float"]
-        assert f["status"] in ("exact", "ties", "real", "float", "n/a", "error")
+        assert f["status"] in ("exact", "ties", "saturation", "real", "float", "n/a", "error")
         if f.get("kind") == "int":
-            assert f["exact"] + f["ties"] + f["real"] + f["unclassified"] == f["compared"] == r["elements"]
+            assert f["exact"] + f["ties"] + f["real"] + f["saturation"] + f["unclassified"] == f["compared"] \
+                == r["elements"]
             assert sum(f["hist"].values()) == f["compared"]
             for ex in f["examples"]:
-                assert ex["class"] in ("tie", "real")
+                assert ex["class"] in ("tie", "real", "saturation")
         if r["ort"] is not None:
             assert r["ort"]["status"] in ("exact", "mismatch")
     for r in doc["end_to_end"]:

@@ -103,33 +103,48 @@ def _cmp_float(node, e, r, c):
         rec["status"] = "exact" if n_ex == e.size else ("real" if rec.get("real") else "float")
         return rec
     ei = e.astype(np.int64).reshape(-1)
-    fi = r.value.reshape(-1)
+    fi = np.asarray(r.value).reshape(-1)
+    if fi.dtype == object:     # a reference beyond int64 (an unbounded accumulator): beyond any engine value
+        fi = np.clip(fi, -2 ** 63, 2 ** 63 - 1).astype(np.int64)
     d = ei - fi
     mism = np.flatnonzero(d)
     rec = {"kind": "int", "compared": int(e.size), "exact": int(e.size - mism.size), "ties": 0, "real": 0,
-           "unclassified": 0, "misrounded_reference": 0, "max_lsb": int(np.abs(d).max()) if d.size else 0,
-           "hist": _hist(d), "examples": []}
+           "saturation": 0, "unclassified": 0, "misrounded_reference": 0,
+           "max_lsb": int(np.abs(d).max()) if d.size else 0, "hist": _hist(d), "examples": []}
     if r.note:
         rec["note"] = r.note
+    sat = None if r.saturated is None else np.asarray(r.saturated, bool).reshape(-1)
+    rnd = r.round_exact or rne_fraction
+
+    def klass(i, cf, V, E):
+        cval = None if cf is None else int(cf[i])
+        if sat is not None and sat[i] and (cval is None or int(ei[i]) == cval):
+            return "saturation"
+        return classify(int(ei[i]), int(fi[i]), cval, V, E, r.boundary)
     if mism.size:
         cf = None
         if c is not None and np.asarray(c).shape == e.shape:
             cf = np.asarray(c).astype(np.int64).reshape(-1)
-        # without a rounding, or where the engine differs from the contract, or by more than 1: real at once
         cand = mism
+        if sat is not None:   # the declared accumulator saturated: the contract's value, not the float one
+            s_ok = sat[cand] if cf is None else (sat[cand] & (ei[cand] == cf[cand]))
+            rec["saturation"] = int(s_ok.sum())
+            cand = cand[~s_ok]
+        n_left = cand.size
+        # without a rounding, or where the engine differs from the contract, or by more than 1: real at once
         if cf is not None:
             cand = cand[ei[cand] == cf[cand]]
         cand = cand[np.abs(d[cand]) == 1] if r.exact is not None else cand[:0]
-        real_now = mism.size - cand.size
+        real_now = n_left - cand.size
         todo, rest = cand[:MAX_CLASSIFY], cand[MAX_CLASSIFY:]
         rec["unclassified"] = int(rest.size)
         rec["real"] = int(real_now)
         exact_vals = dict(zip(todo.tolist(), r.exact(todo))) if todo.size else {}
         for i in todo.tolist():
             V, E = exact_vals[i]
-            cls = classify(int(ei[i]), int(fi[i]), None if cf is None else int(cf[i]), V, E)
+            cls = classify(int(ei[i]), int(fi[i]), None if cf is None else int(cf[i]), V, E, r.boundary)
             rec["ties" if cls == "tie" else "real"] += 1
-            if cls == "tie" and rne_fraction(V) != int(fi[i]):   # float64 itself rounded V to the wrong side
+            if cls == "tie" and rnd(V) != int(fi[i]):   # float64 itself rounded V to the wrong side
                 rec["misrounded_reference"] += 1
         ex_idx = list(mism[:MAX_EXAMPLES])
         vals = dict(zip(ex_idx, r.exact(np.asarray(ex_idx)))) if r.exact is not None else {}
@@ -141,8 +156,9 @@ def _cmp_float(node, e, r, c):
                 "reference": int(fi[i]), "contract": cval,
                 "exact_value": None if V is None else f"{V.numerator}/{V.denominator}",
                 "exact_value_approx": fmt(V), "bound": fmt(E),
-                "class": classify(int(ei[i]), int(fi[i]), cval, V, E)})
-    rec["status"] = "exact" if not mism.size else ("real" if rec["real"] or rec["unclassified"] else "ties")
+                "class": klass(i, cf, V, E)})
+    rec["status"] = ("exact" if not mism.size else "real" if rec["real"] or rec["unclassified"] else
+                     "saturation" if rec["saturation"] else "ties")
     return rec
 
 
@@ -280,7 +296,10 @@ def verify(model, inputs: Optional[Dict[str, np.ndarray]] = None, *, seed: int =
         try:
             r2 = fr.evaluate(node, oins)
             v = r2.value
-            own[out] = v.astype(ty.dtype) if (r2.integer and ty is not None and ty.dtype.kind in "iu") else v
+            if r2.integer and ty is not None and ty.dtype.kind in "iu":   # the float run has no width: clamp
+                ii = np.iinfo(ty.dtype)
+                v = np.clip(v, int(ii.min), int(ii.max)).astype(ty.dtype)
+            own[out] = v
         except Exception as ex:
             try:
                 own[out] = np.asarray(contract(g, node, oins, rule))
@@ -327,6 +346,7 @@ def verify(model, inputs: Optional[Dict[str, np.ndarray]] = None, *, seed: int =
             "contract_exact_layers": sum(r["contract"]["status"] == "exact" for r in layers),
             "contract_na_layers": sum(r["contract"]["status"] == "n/a" for r in layers),
             "float_ties": sum(r["float"].get("ties", 0) or 0 for r in layers),
+            "float_saturation": sum(r["float"].get("saturation", 0) or 0 for r in layers),
             "float_real": sum((r["float"].get("real", 0) or 0) + (r["float"].get("unclassified", 0) or 0)
                               for r in layers),
             "ort_layers_compared": sum(r["ort"] is not None for r in layers),

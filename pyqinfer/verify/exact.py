@@ -61,18 +61,48 @@ def rne_fraction(v: Fraction) -> int:
     return fl
 
 
-def classify(e: int, f: int, c: Optional[int], V: Optional[Fraction], E: Optional[Fraction]) -> str:
+def half_boundary(lo: int, hi: int) -> Fraction:
+    """The rounding boundary between the integers ``lo`` and ``hi = lo + 1`` of a
+    round-to-nearest rule (any tie rule): ``lo + 1/2``."""
+    return Fraction(lo) + HALF
+
+
+def directed_boundary(mode: str):
+    """The boundary between ``lo`` and ``lo + 1`` of a directed rounding (QONNX ``FLOOR``,
+    ``CEIL``, ``DOWN`` toward zero, ``UP`` away from zero): an integer, not a half."""
+    def b(lo: int, hi: int) -> Fraction:
+        if mode == "FLOOR":
+            return Fraction(hi)
+        if mode == "CEIL":
+            return Fraction(lo)
+        if mode == "DOWN":
+            return Fraction(hi if lo >= 0 else lo)
+        if mode == "UP":
+            return Fraction(lo if lo >= 0 else hi)
+        raise ValueError(f"not a directed rounding mode: {mode!r}")
+    return b
+
+
+def round_half_up(v: Fraction) -> int:
+    """floor(v + 1/2): round half up (the ``pot`` and ``q31_single`` requantization rules)."""
+    w = v + HALF
+    return w.numerator // w.denominator
+
+
+def classify(e: int, f: int, c: Optional[int], V: Optional[Fraction], E: Optional[Fraction],
+             boundary=None) -> str:
     """'tie' or 'real' for one mismatching element (``e != f``); see the module docstring.
 
     ``c`` is the contract's value (None if there is no contract for the op),
     ``V``/``E`` the exact value and error bound (None if the op has no rounding:
-    then every mismatch is real).
+    then every mismatch is real). ``boundary(lo, hi)`` gives the rounding boundary
+    between two adjacent integers (default :func:`half_boundary`, round to nearest).
     """
     if c is not None and e != c:
         return "real"
     if V is None or E is None or abs(e - f) != 1:
         return "real"
-    b = Fraction(min(e, f)) + HALF
+    b = (boundary or half_boundary)(min(e, f), max(e, f))
     return "tie" if abs(V - b) <= E else "real"
 
 

@@ -27,11 +27,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .exact import F, U, gamma
+from .exact import F, HALF, U, directed_boundary, gamma, rne_fraction, round_half_up
 
 F64 = np.float64
 I64 = np.int64
-_QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-2 ** 31, 2 ** 31 - 1)}
+_QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-2 ** 15, 2 ** 15 - 1), "uint16": (0, 2 ** 16 - 1),
+           "int32": (-2 ** 31, 2 ** 31 - 1)}
 
 
 @dataclass
@@ -41,11 +42,20 @@ class RefOut:
     ``value``: int64 (quantized outputs: the stored integers) or float64.
     ``integer``: whether ``value`` holds stored integers.
     ``exact``: flat indices -> [(V, E)] (Fractions), for ops that round; None otherwise.
+    ``saturated``: flat bool mask of the elements whose exact accumulator exceeds the
+    layer's declared accumulator width (``acc_bits``): the float model has no width, so a
+    mismatch there is the explained class "saturation" (docs/verify.md section 3).
+    ``boundary(lo, hi)``: the rounding boundary between two adjacent integers (default
+    ``lo + 1/2``, round to nearest); ``round_exact``: the layer's rounding of an exact
+    rational (default half to even), for the ``misrounded_reference`` count.
     """
     value: np.ndarray
     integer: bool
     exact: Optional[Callable[[np.ndarray], List[Tuple[Fraction, Fraction]]]] = None
     note: str = ""
+    saturated: Optional[np.ndarray] = None
+    boundary: Optional[Callable[[int, int], Fraction]] = None
+    round_exact: Optional[Callable[[Fraction], int]] = None
 
 
 class NoFloatReference(Exception):
@@ -59,6 +69,116 @@ def _quant(v, zp, lo, hi):
 
 def _sq(qp):
     return float(qp.scale[0]), int(qp.zero_point[0])
+
+
+# ----------------------------------------------------------------- requantization modes (semantics 4)
+
+def _q31_right(sx, sw, sy):
+    """``right = max(-sh, 0)`` of the q31 multiplier of one channel (semantics 4.2)."""
+    import math
+    q, e = math.frexp(float(np.float64(sx) * np.float64(sw) / np.float64(sy)))
+    if int(Fraction(q) * 2 ** 31 + HALF) == 2 ** 31:
+        e += 1
+    return max(-e, 0)
+
+
+def _round_f64(v, mode, away=None):
+    """The quantize point's rounding of v (float64) with the tie rule of requant ``mode``:
+    fp32 half to even (4.1), pot and q31_single half up (4.4, 4.5), q31 half up where the
+    channel's right shift is 0 (SRDHM alone) and half away from zero where it is >= 1
+    (RoundingDivideByPOT, 4.3); ``away`` broadcasts that choice over v's channels."""
+    if mode == "fp32":
+        return np.rint(v)
+    if mode in ("pot", "q31_single"):
+        return np.floor(v + 0.5)
+    if mode == "q31":
+        return np.where(away, np.sign(v) * np.floor(np.abs(v) + 0.5), np.floor(v + 0.5))
+    raise NoFloatReference(f"unknown requantization mode {mode!r}")
+
+
+def _q31_away(mode, sx, ws, sy, shape):
+    """The per-channel 'half away from zero' mask of q31 (None for the other modes), reshaped."""
+    if mode != "q31":
+        return None, None
+    away = np.array([_q31_right(sx, float(w), sy) >= 1 for w in ws])
+    return away.reshape(shape), (_rhaz_fraction if away.all() else round_half_up)
+
+
+def _rhaz_fraction(v: Fraction) -> int:
+    a = round_half_up(abs(v))
+    return a if v >= 0 else -a
+
+
+_ROUND_EXACT = {"fp32": rne_fraction, "pot": round_half_up, "q31_single": round_half_up, "q31": _rhaz_fraction}
+
+
+def _requant_bound(mode, sx, sw, sy):
+    """E(A) for one channel: the documented error of the engine's requantization path of
+    mode ``mode`` (semantics 4.1-4.5) for an exact accumulator A, in output units."""
+    R = F(sx) * F(sw) / F(sy)
+    if mode == "fp32":            # S = fl32(fl32(s_x s_w) / s_y), P = fl32(fl32(A) S): 4 roundings
+        return lambda A: R * abs(A) * gamma(4)
+    if mode == "pot":             # S = 2^-rs (two float32 roundings from R), then exact shifts
+        return lambda A: R * abs(A) * gamma(2)
+    if mode in ("q31", "q31_single"):
+        # M = f64(s_x s_w / s_y) (one double rounding), m = rhaz(q 2^31) with m >= 2^30:
+        # |m 2^(sh-31) - R| <= R (2^-31 + 2^-53 + 2^-84) < R 2^-30; q31 rounds twice: SRDHM to an
+        # integer at scale 2^right (<= 1/2 of it), then RoundingDivideByPOT
+        right = _q31_right(sx, sw, sy)
+        extra = Fraction(1, 2 ** (right + 1)) if mode == "q31" and right >= 1 else Fraction(0)
+        return lambda A: R * abs(A) * Fraction(1, 2 ** 30) + extra
+    raise NoFloatReference(f"unknown requantization mode {mode!r}")
+
+
+def _im2col0(x, KH, KW, pads, strides, dil):
+    """Patches [N*OH*OW, C*KH*KW] (k = (c, kh, kw)) of x [N,C,H,W] padded with 0, and (N, OH, OW)."""
+    N, C, H, W = x.shape
+    pt, pl, pb, pr = pads
+    OH = (H + pt + pb - ((KH - 1) * dil[0] + 1)) // strides[0] + 1
+    OW = (W + pl + pr - ((KW - 1) * dil[1] + 1)) // strides[1] + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    cols = np.empty((N, OH, OW, C, KH, KW), x.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            cols[:, :, :, :, kh, kw] = xp[:, :, kh * dil[0]:kh * dil[0] + strides[0] * (OH - 1) + 1:strides[0],
+                                          kw * dil[1]:kw * dil[1] + strides[1] * (OW - 1) + 1:strides[1]
+                                          ].transpose(0, 2, 3, 1)
+    return cols.reshape(N * OH * OW, C * KH * KW), (N, OH, OW)
+
+
+def _exact_matmul(x, w):
+    """x @ w of integer arrays, exact: int64 when the sum provably fits, else Python integers."""
+    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).sum(axis=0).max(initial=0))
+    if bound < 2.0 ** 62:
+        return x.astype(I64) @ w.astype(I64)
+    return (x.astype(object) @ w.astype(object))
+
+
+# QONNX rounding modes of an exact rational (model-format 11.1)
+def _qonnx_round_exact(mode):
+    def floor(v):
+        return v.numerator // v.denominator
+
+    def ceil(v):
+        return -((-v.numerator) // v.denominator)
+    return {"ROUND": rne_fraction, "FLOOR": floor, "CEIL": ceil,
+            "UP": lambda v: ceil(v) if v >= 0 else floor(v),
+            "DOWN": lambda v: floor(v) if v >= 0 else ceil(v),
+            "HALF_UP": lambda v: floor(v + HALF) if v >= 0 else -floor(-v + HALF),
+            "HALF_DOWN": lambda v: ceil(v - HALF) if v >= 0 else -ceil(-v - HALF)}[mode]
+
+
+def _qonnx_round_f64(v, mode):
+    a = np.abs(v)
+    return {"ROUND": np.rint, "FLOOR": np.floor, "CEIL": np.ceil,
+            "UP": lambda t: np.sign(t) * np.ceil(a), "DOWN": np.trunc,
+            "HALF_UP": lambda t: np.sign(t) * np.floor(a + 0.5),
+            "HALF_DOWN": lambda t: np.sign(t) * np.ceil(a - 0.5)}[mode](v)
+
+
+def _chan_axis(ndim, layout):
+    """QONNX's channel axis (semantics 13): 1 for 2-D/4-D NCHW, else the last axis."""
+    return 1 if layout == "NCHW" and ndim in (2, 4) else ndim - 1
 
 
 # ----------------------------------------------------------------- geometry (NCHW)
@@ -209,10 +329,10 @@ def float_op(node, ins):
         lo = a.get("min", x[1] if len(x) > 1 else None)
         hi = a.get("max", x[2] if len(x) > 2 else None)
         r = x[0]
-        if lo is not None:
-            r = np.maximum(r, float(np.float32(lo)))
+        if lo is not None:     # a scalar attribute or a (0-d / 1-element) input tensor
+            r = np.maximum(r, np.asarray(lo, np.float32).astype(F64))
         if hi is not None:
-            r = np.minimum(r, float(np.float32(hi)))
+            r = np.minimum(r, np.asarray(hi, np.float32).astype(F64))
         return r
     if op in ("Softmax", "LogSoftmax"):
         s = _softmax(x[0], a.get("axis", -1))
@@ -354,8 +474,11 @@ class FloatReference:
             bshape = (OC,)
         if bias is not None:
             y = y + (bias.astype(F64) * c.astype(F64)).reshape(bshape)
-        q = _quant(y / F64(sy), zy, lo, hi)
+        mode = n.attrs.get("mode", "fp32")        # docs/model-format.md 9.4 (metadata)
+        away, rx = _q31_away(mode, sx, ws, sy, (-1, 1, 1) if conv else (-1,))
+        q = _quant(_round_f64(y / F64(sy), mode, away), zy, lo, hi)
         cache = {}
+        other = {} if mode == "fp32" else {ch: _requant_bound(mode, sx, float(ws[ch]), sy) for ch in set(range(OC))}
 
         def exact(idx):
             if "acc" not in cache:
@@ -370,10 +493,13 @@ class FloatReference:
                 b = int(bias[ch]) if bias is not None else 0
                 A = s + b
                 V = (s * a + b * F(c[ch])) / Fsy + zy
-                E = a / Fsy * (abs(A) * gamma(4) + abs(b) * U)
+                if mode == "fp32":
+                    E = a / Fsy * (abs(A) * gamma(4) + abs(b) * U)
+                else:   # the integer modes multiply A by M ~ s_x s_w / s_y (bias at scale s_x s_w, not fl32 of it)
+                    E = other[ch](A) + a / Fsy * abs(b) * U
                 res.append((V, E))
             return res
-        return RefOut(q, True, exact)
+        return RefOut(q, True, exact, "", None, None, rx or _ROUND_EXACT[mode])
 
     def _QLinearConv(self, n, ins):
         return self._linear(n, ins, True)
@@ -428,11 +554,12 @@ class FloatReference:
     def _MaxPool(self, n, ins):
         x = ins[0]
         _, xq = self._q(n.inputs[0])
-        sx, zx = _sq(xq)
+        sx, zx = _sq(xq) if xq is not None else (1.0, 0)      # no qparams: the integers are the values
         a = n.attrs
         vals, mask = _taps((x.astype(I64) - zx) * F64(sx), a["kernel_shape"], a["strides"], a["pads"], a["dilations"])
         m = np.where(mask[:, None, None], vals, -np.inf).max(axis=0)
-        return RefOut(_quant(m / F64(sx), zx, *_QRANGE[x.dtype.name]), True, None, "max: no rounding")
+        info = np.iinfo(x.dtype)
+        return RefOut(_quant(m / F64(sx), zx, int(info.min), int(info.max)), True, None, "max: no rounding")
 
     def _avg(self, n, x, k, s, p, cip):
         _, xq = self._q(n.inputs[0])
@@ -609,3 +736,204 @@ class FloatReference:
     def _FloatOp(self, n, ins):
         v = np.asarray(float_op(n, ins))
         return RefOut(v.astype(F64) if v.dtype.kind == "f" else v.astype(I64), v.dtype.kind != "f")
+
+    # --- pyqinfer domain and QONNX kinds (docs/verify.md section 2)
+    def _shift(self, n, ins, conv):
+        """ShiftMatMul / ShiftConv: the real weights S_eff[n] * sum_t s 2^e, a float64 matmul of
+        the dequantized input, the quantize point with the layer's requantization mode; the
+        declared ``acc_bits`` is not part of the float model (saturated elements are flagged)."""
+        x = ins[0]
+        _, xq = self._q(n.inputs[0])
+        ty, yq = self._q(n.outputs[0])
+        rule, W, mode = n.attrs["rule"], int(n.attrs["acc_bits"]), n.attrs.get("mode", "fp32")
+        s, e = n.params["signs"].astype(I64), n.params["exponents"].astype(I64)
+        za = int(xq.zero_point[0]) if xq is not None else 0
+        if conv:      # [T, OC, C, KH, KW] -> [T, K = C*KH*KW, OC]
+            T, OC, C, KH, KW = s.shape
+            s = s.reshape(T, OC, -1).transpose(0, 2, 1)
+            e = e.reshape(T, OC, -1).transpose(0, 2, 1)
+            xs, (nb, OH, OW) = _im2col0(x.astype(I64) - za, KH, KW, tuple(n.attrs["pads"]),
+                                        tuple(n.attrs["strides"]), tuple(n.attrs["dilations"]))
+        else:
+            xs = x.reshape(-1, x.shape[-1]).astype(I64) - za
+        N = s.shape[2]
+        on = s != 0
+        b = n.params.get("bias")
+        b = np.zeros(N, I64) if b is None else b.astype(I64)
+        # the exact integer sum of the term products (semantics 12.1-12.2, before saturation)
+        if rule == "exact":
+            wint = np.where(on, s * (np.int64(1) << np.where(on, e, 0)), 0).sum(axis=0)      # [K, N]
+            acc = _exact_matmul(xs, wint)
+        else:         # deepshift: each product floors (the model's own fixed-point product rule)
+            acc = np.zeros((xs.shape[0], N), I64)
+            for eps in sorted(set(e[on].tolist())):
+                m = np.where(on & (e == eps), s, 0).sum(axis=0)
+                sh = (xs << eps) if eps >= 0 else (xs >> -eps)
+                acc = acc + _exact_matmul(sh, m)
+        A = acc + b                                                   # exact, unbounded
+        lo_w, hi_w = -(1 << (W - 1)), (1 << (W - 1)) - 1
+        sat = ((A < lo_w) | (A > hi_w)).astype(bool)
+
+        def shape_out(v):
+            return v.reshape(nb, OH, OW, N).transpose(0, 3, 1, 2) if conv else v.reshape(*x.shape[:-1], N)
+        sat_f = np.ascontiguousarray(shape_out(np.asarray(sat))).reshape(-1)
+        note = f"acc_bits={W}: {int(sat_f.sum())} accumulator(s) beyond the declared width" if sat_f.any() else ""
+        if yq is None:    # int32 output: the accumulator itself, exact (no rounding)
+            v = shape_out(np.asarray(A, dtype=object)).astype(object)
+            val = v.astype(I64) if all(abs(int(t)) < 2 ** 63 for t in v.reshape(-1)) else v
+            return RefOut(np.ascontiguousarray(val), True, None, note or "exact shift sum (no width)", sat_f)
+        sx = float(xq.scale[0])
+        sy, zy = _sq(yq)
+        Seff = np.broadcast_to(n.params["w_scale"].astype(np.float32), (N,))
+        lo, hi = self._bounds(n, ty, yq)
+        if rule == "exact":   # float64: dequantized input times the real weights, summed in float64
+            wreal = wint.astype(F64) * Seff.astype(F64)
+            y = (xs.astype(F64) * F64(sx)) @ wreal + b.astype(F64) * (F64(sx) * Seff.astype(F64))
+        else:
+            y = np.asarray(A, F64) * (F64(sx) * Seff.astype(F64))
+        away, rx = _q31_away(mode, sx, Seff, sy, (-1,))
+        q = _quant(shape_out(_round_f64(y / F64(sy), mode, away)), zy, lo, hi)
+        A_f = np.ascontiguousarray(shape_out(np.asarray(A, dtype=object))).reshape(-1)
+        bounds = [_requant_bound(mode, sx, float(Seff[c]), sy) for c in range(N)]
+
+        def exact(idx):
+            chans = np.unravel_index(idx, q.shape)[1] if conv else np.asarray(idx) % N
+            res = []
+            for i, ch in zip(idx, chans):
+                a = int(A_f[i])
+                res.append((a * F(sx) * F(Seff[ch]) / F(sy) + zy, bounds[ch](a)))
+            return res
+        return RefOut(q, True, exact, note, sat_f, None, rx or _ROUND_EXACT[mode])
+
+    def _ShiftMatMul(self, n, ins):
+        return self._shift(n, ins, False)
+
+    def _ShiftConv(self, n, ins):
+        return self._shift(n, ins, True)
+
+    def _PWLQMatMul(self, n, ins):
+        """The real piecewise-linear weights (q s_c, p + q s_t, -m + q s_t), float64 matmul of the
+        dequantized input, RNE at the quantize point; ``exact`` from the four exact sums."""
+        x = ins[0]
+        _, xq = self._q(n.inputs[0])
+        ty, yq = self._q(n.outputs[0])
+        p = n.params
+        region, qc = p["region"], p["q"].astype(I64)
+        m, pp, sc, st = (p[k].astype(np.float32) for k in ("m", "p", "s_c", "s_t"))
+        N = qc.shape[1]
+        sx, zx = _sq(xq)
+        sy, zy = _sq(yq)
+        lo, hi = self._bounds(n, ty, yq)
+        b = p.get("bias")
+        b = np.zeros(N, I64) if b is None else b.astype(I64)
+        cen, pos, neg = region == 0, region == 1, region == 2
+        wreal = np.where(cen, qc * sc.astype(F64), np.where(pos, pp.astype(F64) + qc * st.astype(F64),
+                                                             -m.astype(F64) + qc * st.astype(F64)))
+        xs = x.reshape(-1, x.shape[-1]).astype(I64) - zx
+        y = (xs.astype(F64) * F64(sx)) @ wreal + b.astype(F64) * (F64(sx) * sc.astype(F64))
+        q = _quant((y / F64(sy)).reshape(*x.shape[:-1], N), zy, lo, hi)
+        accs = [(_exact_matmul(xs, np.where(cen, qc, 0)) + b).reshape(-1),
+                _exact_matmul(xs, np.where(~cen, qc, 0)).reshape(-1),
+                _exact_matmul(xs, pos.astype(I64)).reshape(-1), _exact_matmul(xs, neg.astype(I64)).reshape(-1)]
+
+        def exact(idx):
+            r = F(sx) / F(sy)
+            res = []
+            for i in idx:
+                ch = int(i) % N
+                ac, at, ap, an = (int(a[i]) for a in accs)
+                terms = (F(sc[ch]) * ac, F(st[ch]) * at, F(pp[ch]) * ap, -F(m[ch]) * an)
+                # engine (semantics 14): four products fl32(fl32(acc_i) M_i), M_i with two roundings
+                # (gamma(4) each), summed in float32 in a fixed order (3 roundings): gamma(7) overall
+                res.append((r * sum(terms) + zy, r * sum(abs(t) for t in terms) * gamma(7)))
+            return res
+        return RefOut(q, True, exact)
+
+    def _MultiThreshold(self, n, ins):
+        """count = #{t: DQ(x) >= DQ(T[c, t])} on the real (dequantized) input, then
+        out_scale * count + out_bias or lut[c, count]: comparisons only, no rounding."""
+        x = ins[0]
+        T = n.params["thresholds"]
+        sign = n.params.get("sign")
+        lut = n.params.get("lut")
+        _, xq = self._q(n.inputs[0])
+        ax = _chan_axis(x.ndim, n.attrs.get("data_layout", "NCHW"))
+        C = x.shape[ax]
+        if T.shape[0] not in (1, C):
+            raise ValueError(f"{T.shape[0]} threshold rows for {C} channels")
+        sg = np.ones(C, I64) if sign is None else np.broadcast_to(sign.astype(I64), (C,))
+        xm = np.moveaxis(x, ax, -1)                                   # [..., C]
+        if xq is not None and xq.per_channel:
+            raise NoFloatReference("MultiThreshold on a per-channel quantized input")
+        s, z = (float(xq.scale[0]), int(xq.zero_point[0])) if xq is not None else (1.0, 0)
+        Tb = np.broadcast_to(T, (C, T.shape[1]))
+        # real values: lhs = sign * (x - z) * s, thresholds (T - sign z) * s. Without qparams the
+        # stored values are the values (compared as they are: exact); with them the float64 products
+        # are exact when every difference is an integer below 2^29 (a float32 scale has 24 bits)
+        ints = x.dtype.kind in "iu" and T.dtype.kind in "iu"
+        if xq is None and (x.dtype.kind == "f" or T.dtype.kind in "iu" or np.abs(xm).max(initial=0) < 2 ** 53):
+            lhs = xm.astype(F64 if x.dtype.kind == "f" else I64) * sg
+            thr = Tb
+        elif xq is not None and ints and np.abs(xm.astype(I64) - z).max(initial=0) < 2 ** 29 and \
+                np.abs(Tb.astype(I64) - (sg * z)[:, None]).max(initial=0) < 2 ** 29:
+            lhs = (sg * (xm.astype(I64) - z)).astype(F64) * F64(s)
+            thr = (Tb.astype(I64) - (sg * z)[:, None]).astype(F64) * F64(s)
+        else:         # exact rationals
+            fx = np.vectorize(lambda v: F(v) if np.isfinite(v) else float(v), otypes=[object])
+            lhs = (fx(xm) - z) * sg.astype(object) * F(s)
+            thr = (fx(Tb) - (sg * z)[:, None].astype(object)) * F(s)
+        count = (lhs[..., None] >= thr).sum(axis=-1).astype(I64)      # [..., C]
+        if lut is not None:
+            L = np.broadcast_to(lut, (C, lut.shape[1]))
+            y = L[np.arange(C), count]
+        else:
+            osc = n.attrs.get("out_scale")
+            obi = n.attrs.get("out_bias")
+            if n.attrs.get("out_dtype") is not None:
+                y = count * int(1 if osc is None else osc) + int(0 if obi is None else obi)
+            else:
+                y = F64(1.0 if osc is None else osc) * count + F64(0.0 if obi is None else obi)
+        y = np.ascontiguousarray(np.moveaxis(y, -1, ax))
+        integer = y.dtype.kind in "iu"
+        return RefOut(y.astype(I64) if integer else y.astype(F64), integer, None, "comparisons: no rounding")
+
+    def _QonnxQuant(self, n, ins):
+        """QONNX Quant of a float input: clamp(mode(x / s + z)) in float64 with the node's rounding
+        mode; the engine's float32 path (model-format 11.1) rounds x/s and the + z."""
+        x = ins[0]
+        ty, yq = self._q(n.outputs[0])
+        mode, lo, hi = n.attrs["rounding_mode"], int(n.attrs["lo"]), int(n.attrs["hi"])
+        xv = x.astype(F64)
+        if mode == "BIPOLAR":
+            return RefOut(np.where(xv >= 0, 1, -1).astype(I64), True, None, "sign: no rounding")
+        sy, zy = _sq(yq)
+        v = xv / F64(sy) + zy
+        q = np.clip(_qonnx_round_f64(v, mode), lo, hi).astype(I64)
+        xf = xv.reshape(-1)
+
+        half = mode in ("HALF_UP", "HALF_DOWN")   # QONNX adds the half in float32: one more rounding
+
+        def exact(idx):
+            res = []
+            for i in idx:
+                t = F(xf[i]) / F(sy)
+                E = abs(t) * U + (abs(t) * (1 + U) + abs(zy)) * U
+                if half:
+                    E += (abs(t + zy) + E + HALF) * U
+                res.append((t + zy, E))
+            return res
+        bnd = None if mode in ("ROUND", "HALF_UP", "HALF_DOWN") else directed_boundary(mode)
+        return RefOut(q, True, exact, "", None, bnd, _qonnx_round_exact(mode))
+
+    def _AffineChain(self, n, ins):
+        """A QONNX float tail: A[c] x + B[c], then the chain (affine steps, clips), in float64."""
+        x = ins[0]
+        ax = _chan_axis(x.ndim, n.attrs.get("data_layout", "NCHW"))
+        v = np.moveaxis(x, ax, -1).astype(F64) * n.params["A"].astype(F64) + n.params["B"].astype(F64)
+        for op in n.attrs["chain"]:
+            if op[0] == "affine":
+                v = v * np.asarray(op[1], F64) + np.asarray(op[2], F64)
+            else:
+                v = v if op[1] is None else np.maximum(v, F64(op[1]))
+                v = v if op[2] is None else np.minimum(v, F64(op[2]))
+        return RefOut(np.ascontiguousarray(np.moveaxis(v, -1, ax)), False)

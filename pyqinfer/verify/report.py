@@ -36,7 +36,8 @@ def _float_cols(f):
         return ("n/a" if st == "n/a" else "ERROR", "", "", "-")
     if f.get("kind") == "float" and "ties" not in f:
         return (_frac(f), "float", "", _lsb(f))
-    return (_frac(f), str(f.get("ties", 0)), str(f.get("real", 0) + f.get("unclassified", 0)), _lsb(f))
+    ties = str(f.get("ties", 0)) + (f"+{f['saturation']}s" if f.get("saturation") else "")
+    return (_frac(f), ties, str(f.get("real", 0) + f.get("unclassified", 0)), _lsb(f))
 
 
 def text(doc) -> str:
@@ -79,6 +80,9 @@ def text(doc) -> str:
     L.append(f"float reference: {s['float_ties']} float-rounding ties, {s['float_real']} real errors "
              f"(docs/verify.md); contract: {s['contract_exact_layers']}/{s['layers']} layers exact, "
              f"{s['contract_na_layers']} n/a")
+    if s.get("float_saturation"):
+        L.append(f"accumulator saturation: {s['float_saturation']} element(s) where the declared acc_bits "
+                 f"saturated (the contract's value; the float model has no accumulator width), marked 's'")
     for n in doc["notes"]:
         L.append(f"note: {n}")
     verdict = "BIT-EXACT" if doc["exit_status"] == 0 else "NOT BIT-EXACT"
@@ -157,7 +161,8 @@ f"random inputs (seed {doc['seed']}, batch {doc['batch']})"}; {ort_line}.</p>
 <p class="{'ok' if ok else 'bad'}"><b>{'BIT-EXACT' if ok else 'NOT BIT-EXACT'}</b> with the contract
 {'and ONNX Runtime' if o['compared'] else ''} (exit status {doc['exit_status']}). First divergent layer:
 <b>{e(str(fd['any'] or 'none'))}</b>. Float reference: {doc['summary']['float_ties']} float-rounding ties,
-{doc['summary']['float_real']} real errors.</p>
+{doc['summary']['float_real']} real errors, {doc['summary'].get('float_saturation', 0)} elements past a declared
+accumulator width (saturation, marked s).</p>
 <p>Each layer is fed with the engine's own inputs. <i>contract</i>: exact matches with
 <code>pyqinfer.reference</code>; <i>float</i>: exact matches with the float64 reference, mismatches classified
 as <i>ties</i> (the exact value lies within the documented float32 error of a rounding boundary and the

@@ -391,3 +391,34 @@ def test_malformed_domain_and_other_ops():
                           name="pw0", bits=4)
     with pytest.raises(UnsupportedModelError, match=r"'pw0'.*out of range for 4 bits"):
         pyqinfer.load(model([pw], inits, [("x", np.uint8, [1, 4])], [("y", np.uint8)]))
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_shift_zero_point_without_scale(conv, tmp_path):
+    """A_zero_point with no A_scale (an int32-output layer needs no scale) is still subtracted:
+    the engine, verify's contract and the reference agree; it was once silently dropped."""
+    rng = np.random.default_rng(11)
+    K, N = (2 * 3 * 3, 4) if conv else (7, 5)
+    codes = quant.pot_encode(rng.normal(size=(K, N)), bits=4, e_min=-3, e_max=0)
+    s, e, _ = codes.terms("exact")
+    za = np.uint8(5)
+    if conv:
+        node, inits = make_shift_node("c", codes, "x", "acc", conv=True, w_shape=[N, 2, 3, 3], x_zero_point=za,
+                                      pads=[1, 1, 1, 1])
+        m = roundtrip(model([node], inits, [("x", np.uint8, ["N", 2, 5, 5])], [("acc", np.int32)]), tmp_path)
+        x = np.full((1, 2, 5, 5), 5, np.uint8)
+        assert not m(x).any()       # the input equals its zero point: every term adds 0, padding too
+        x = rng.integers(0, 256, (2, 2, 5, 5)).astype(np.uint8)
+        cols, _ = _im2col_nchw(x, 5, 3, 3, (1, 1, 1, 1), (1, 1))
+        want = ref.shift_accumulate(cols, s, e, a_zero_point=5)
+        np.testing.assert_array_equal(np.moveaxis(m(x), 1, -1).reshape(-1, N), want)
+    else:
+        node, inits = make_shift_node("m", codes, "x", "acc", x_zero_point=za)
+        m = roundtrip(model([node], inits, [("x", np.uint8, ["N", K])], [("acc", np.int32)]), tmp_path)
+        assert not m(np.full((3, K), 5, np.uint8)).any()
+        x = rng.integers(0, 256, (3, K)).astype(np.uint8)
+        np.testing.assert_array_equal(m(x), ref.shift_accumulate(x, s, e, a_zero_point=5))
+    from pyqinfer.verify import verify
+    rep = verify(m, {"x": x}, use_ort=False)
+    assert rep.bit_exact and rep.exit_status == 0
+    assert rep.layers[0]["contract"]["status"] == "exact", rep.layers[0]

@@ -245,8 +245,10 @@ def _shift(imp, n, conv):
                                  N)
         except ValueError as e:
             raise _u(n, f"requantization mode {mode!r}: {e}") from None
+    # A_zero_point as an attribute too: without A_scale the tensor carries no quantization
+    # parameters, and the zero point must not be lost (an int32-output layer needs no scale)
     attrs = {"rule": rule, "acc_bits": acc_bits, "mode": mode, "clip": clip, "bits": cb.bits,
-             "scheme": f"{cb.name} {cb.bits}-bit"}
+             "scheme": f"{cb.name} {cb.bits}-bit", "a_zero_point": za}
     if conv:
         ks = list(a.get("kernel_shape", w_shape[2:]))
         if ks != w_shape[2:]:

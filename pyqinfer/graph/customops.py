@@ -123,9 +123,17 @@ def _finish(acc, rqa):
     return _core.requantize(np.ascontiguousarray(acc), rq, zy, lo, hi, ydt)
 
 
+def shift_input_zero_point(n, xq):
+    """A shift layer's activation zero point: the node's ``a_zero_point`` attribute (set by the
+    importer, also when A has no scale), else the input's quantization parameters."""
+    if "a_zero_point" in n.attrs:
+        return int(n.attrs["a_zero_point"])
+    return int(xq.zero_point[0]) if xq is not None else 0
+
+
 def _act_zp(plan, n):
     t_x, xq = plan._q(n.inputs[0])
-    return t_x.dtype, (int(xq.zero_point[0]) if xq is not None else 0)
+    return t_x.dtype, shift_input_zero_point(n, xq)
 
 
 def build_shift_matmul(plan, n, st):

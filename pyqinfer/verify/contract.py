@@ -13,6 +13,7 @@ import numpy as np
 from .. import reference as ref
 from ..reference import shift_conv as _rshift_conv
 from .floatref import MOVEMENT, movement
+from ..graph.customops import shift_input_zero_point
 
 
 class NoContract(Exception):
@@ -162,7 +163,7 @@ def _shift(node, x, tx, ty):
     derive_requant / requantize (12.4) unless the output is the int32 accumulator."""
     a, p = node.attrs, node.params
     s, e = p["signs"], p["exponents"]
-    za = int(tx.quant.zero_point[0]) if tx.quant is not None else 0
+    za = shift_input_zero_point(node, tx.quant)
     W, rule = int(a["acc_bits"]), a["rule"]
     if node.kind == "ShiftConv":
         T, OC, C, KH, KW = s.shape

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .exact import F, HALF, U, directed_boundary, gamma, rne_fraction, round_half_up
+from ..graph.customops import shift_input_zero_point
 
 F64 = np.float64
 I64 = np.int64
@@ -747,7 +748,7 @@ class FloatReference:
         ty, yq = self._q(n.outputs[0])
         rule, W, mode = n.attrs["rule"], int(n.attrs["acc_bits"]), n.attrs.get("mode", "fp32")
         s, e = n.params["signs"].astype(I64), n.params["exponents"].astype(I64)
-        za = int(xq.zero_point[0]) if xq is not None else 0
+        za = shift_input_zero_point(n, xq)
         if conv:      # [T, OC, C, KH, KW] -> [T, K = C*KH*KW, OC]
             T, OC, C, KH, KW = s.shape
             s = s.reshape(T, OC, -1).transpose(0, 2, 1)

@@ -222,6 +222,14 @@ def _fmt_ratio(v):
     return v if isinstance(v, str) else f"{v:.2f}x"
 
 
+def _fmt_float_ref(r):
+    """exact/total vs the float reference; short of the total, '*' with the cause (ties, real errors)."""
+    txt = f"{r['exact_vs_float_ref']}/{r['elements']}"
+    if r["exact_vs_float_ref"] < r["elements"]:
+        txt += f" *{r['float_ties']}t" + (f"/{r['float_real']}r" if r["float_real"] else "")
+    return txt
+
+
 def table(doc):
     n = doc["n_test"]
     hdr = ["model", "bits", "accuracy", "float acc", "= QAT model", "= float ref", "weight B",
@@ -234,7 +242,7 @@ def table(doc):
             continue
         ok = "" if r["bit_exact"] else " !"
         lines.append([r["name"], r["bits"], f"{100 * r['accuracy']:.2f}", f"{100 * r['float_accuracy']:.2f}",
-                      f"{r['exact_vs_qat']}/{r['elements']}{ok}", f"{r['exact_vs_float_ref']}/{r['elements']}",
+                      f"{r['exact_vs_qat']}/{r['elements']}{ok}", _fmt_float_ref(r),
                       str(r["weight_bytes"]), f"{1e3 * r['latency_ms']:.0f}", _fmt_ratio(r["shift_vs_mul"])])
     w = [max(len(h), *(len(l[k]) for l in lines)) for k, h in enumerate(hdr)]
     fmt = lambda row: "  ".join(c.rjust(w[k]) if k >= 2 else c.ljust(w[k])  # noqa: E731
@@ -250,6 +258,12 @@ def table(doc):
                "shift/mul: speed of the shift kernel relative to the multiply kernel (int8 VNNI; int32 for the log5 codes) on the "
                "same power-of-two terms and the layers' real inputs, all layers (below 1: shift is "
                "slower; both give the same bits; see pyqinfer bench shift-vs-mul).")
+    short = [r for r in doc["models"] if "pending" not in r and r["exact_vs_float_ref"] < r["elements"]]
+    if short:
+        out.append("*Nt: the float reference run end to end differs on some outputs because N of its layer "
+                   "elements sit on a float32 rounding tie that it rounds the other way (an Nr would count real "
+                   "errors); the layers themselves are bit-exact with the contract. `pyqinfer verify MODEL "
+                   "--inputs x.npz` lists them (docs/verify.md).")
     pend = [r for r in doc["models"] if "pending" in r]
     if pend:
         out.append("pending (accuracy in parentheses from PyTorch): " + "; ".join(

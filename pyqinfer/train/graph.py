@@ -186,11 +186,19 @@ def _trace(model):
                                    f"needs a symbolically traceable forward") from e
 
 
-def _single_user(node, kinds, modules):
-    users = list(node.users)
-    if len(users) == 1 and node_kind(users[0], modules) in kinds and users[0].args[0] is node:
-        return users[0]
-    return None
+def _relu_after(node, modules):
+    """The ReLU that is ``node``'s only user, possibly through a chain of single-user nn.Identity
+    modules (e.g. a folded BatchNorm, as the Sequential path allows), or None."""
+    cur = node
+    while True:
+        users = list(cur.users)
+        if len(users) != 1 or not users[0].args or users[0].args[0] is not cur:
+            return None
+        u = users[0]
+        if u.op == "call_module" and type(modules.get(u.target)) is nn.Identity:
+            cur = u
+            continue
+        return u if node_kind(u, modules) == "relu" else None
 
 
 def _call_counts(graph):
@@ -218,6 +226,8 @@ def fold_bn_graph(model):
         _set_module(gm, src.target, fold_bn(modules[src.target], modules[node.target]))
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
+        if node.target not in _call_counts(gm.graph):
+            gm.delete_submodule(node.target)
         modules = dict(gm.named_modules())
     gm.graph.lint()
     gm.recompile()
@@ -257,9 +267,9 @@ def prepare_graph(model, config=None, inplace=False):
         return (g, True) if g is not None else (make_act_quantizer(cfg["input"], relu_before=False), False)
 
     def fuse_relu(node, cfg):
-        r = _single_user(node, ("relu",), modules) if cfg.get("fuse_relu", True) else None
+        r = _relu_after(node, modules) if cfg.get("fuse_relu", True) else None
         if r is not None:
-            r.replace_all_uses_with(node)
+            r.replace_all_uses_with(r.args[0])
             graph.erase_node(r)
             removed.add(r)
         return r is not None

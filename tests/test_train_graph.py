@@ -486,3 +486,33 @@ def test_fold_bn_graph_matches_float():
         assert torch.allclose(m(x), g(x), atol=1e-5)
     assert not any(isinstance(t, nn.BatchNorm2d) for t in g.modules())
     assert any(isinstance(t, nn.BatchNorm2d) for t in m.modules())      # the original is untouched
+
+
+def test_training_md_graph_example(tmp_path, monkeypatch):
+    """docs/training.md's graph-mode block runs as written on a residual model."""
+    import os
+    import re
+    doc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "training.md")
+    text = open(doc, encoding="utf-8").read()
+    section = text[text.index("## Graph mode"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    ns = {"model": _randomize_bn(ResNet(), 1), "x": torch.rand(32, 1, 8, 8)}
+    exec(compile(block, doc, "exec"), ns)
+    assert os.path.getsize(tmp_path / "resnet.onnx") > 0
+    assert {"QLinearAdd", "QLinearGlobalAveragePool"} <= {n.op_type for n in onnx.load("resnet.onnx").graph.node}
+
+
+def test_readme_path_with_a_residual_model(tmp_path, monkeypatch):
+    """The README's PyTorch block (fold_bn_graph, prepare, calibrate, export, verify) on a ResNet."""
+    import os
+    import re
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    block = re.findall(r"```py\n(.*?)```", open(readme, encoding="utf-8").read(), re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(2)
+    ns = {"model": _randomize_bn(ResNet(), 2), "x": torch.rand(32, 1, 8, 8)}
+    exec(compile(block, readme, "exec"), ns)
+    assert isinstance(ns["q"], torch.fx.GraphModule)
+    assert "QLinearAdd" in {n.op_type for n in onnx.load("model.onnx").graph.node}

@@ -516,3 +516,42 @@ def test_readme_path_with_a_residual_model(tmp_path, monkeypatch):
     exec(compile(block, readme, "exec"), ns)
     assert isinstance(ns["q"], torch.fx.GraphModule)
     assert "QLinearAdd" in {n.op_type for n in onnx.load("model.onnx").graph.node}
+
+
+class FloatOperands(nn.Module):
+    """An add of the (float) model input and a conv output; a pool of a layer without output quantizer."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(2, 2, 3, padding=1)
+        self.d = nn.Conv2d(2, 3, 3)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        z = self.d(x + self.c(x))
+        return self.fc(z.mean((2, 3)))
+
+
+@pytest.mark.parametrize("qat", [0, 2])
+def test_float_operands_get_their_own_quantizers(qat):
+    torch.manual_seed(qat)
+    q = qt.prepare(FloatOperands(), {"d": {"act": None}})
+    add, pool = q.get_submodule("add"), q.get_submodule("mean")
+    assert add.inputs_on_grid == [False, True] and pool.inputs_on_grid == [False]
+    g = torch.Generator().manual_seed(4)
+    qt.calibrate(q, [torch.randn(32, 2, 6, 6, generator=g)])
+    if qat:
+        opt = torch.optim.SGD(q.parameters(), lr=1e-3)
+        for _ in range(qat):
+            q.train()
+            loss = q(torch.randn(8, 2, 6, 6, generator=g)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    q.eval()
+    x = torch.randn(64, 2, 6, 6, generator=g) * 1.3
+    proto = qt.export(q, x[:2])
+    assert [n.op_type for n in proto.graph.node].count("QuantizeLinear") >= 3
+    with torch.no_grad():
+        want = q(x).numpy()
+    assert np.array_equal(_bits(pyqinfer.load(proto).run({"x": x.numpy()})["y"]), _bits(want))

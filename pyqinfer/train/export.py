@@ -28,7 +28,14 @@ runs the files too; ``pyqinfer_domain=True`` adds the ``pyqinfer`` domain
   the weights that every accumulator stays below 2^24 in magnitude (else it
   refuses the layer);
 * ``MaxPool2d``, ``Flatten``, ``Identity``, ``Dropout`` on the integers; an
-  unfused ``ReLU`` on integers as a clamp at the zero point.
+  unfused ``ReLU`` on integers as a clamp at the zero point;
+* graph-mode models (a ``torch.fx.GraphModule`` from ``prepare``, walked in
+  topological order): ``QAdd`` -> ``com.microsoft.QLinearAdd``, ``QGlobalAvgPool`` ->
+  ``QLinearGlobalAveragePool`` (+ ``Flatten`` for ``mean((2, 3))``), ``QAvgPool2d`` ->
+  ``QLinearAveragePool``, ``QConcat`` -> ``QLinearConcat`` (scalar 0-d parameters, which
+  ONNX Runtime's type inference requires there), a fused ReLU / low-bit output range as
+  the ``DQ -> Clip -> Q`` clamp; a float operand is quantized with the op's own input
+  quantizer.
 
 The input gets ``QuantizeLinear`` (the first layer's input quantizer, rule
 ``onnx``), the output ``DequantizeLinear`` (or the float accumulator path).

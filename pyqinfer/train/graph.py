@@ -250,7 +250,10 @@ def _check_same_signedness(quants, what):
 
 
 def prepare_graph(model, config=None, inplace=False):
-    """Graph-mode ``prepare`` (see the module docstring). Returns a ``torch.fx.GraphModule``."""
+    """Graph-mode ``prepare`` (see the module docstring). Returns a ``torch.fx.GraphModule``.
+
+    The model itself is never rewritten (the graph module has its own module tree);
+    ``inplace=False`` (default) first deep-copies it so that nothing is shared with it."""
     from .registry import make_act_quantizer, make_weight_quantizer
 
     if not inplace:

@@ -14,6 +14,9 @@ else in pyqinfer imports torch.
   ``pyqinfer.load`` runs bit-exactly (standard-domain ops).
 * :mod:`.layers`: ``QLinear``, ``QConv2d``, ``fold_bn``, ``prepare`` (one
   config dict, per layer: mixed precision), ``calibrate``.
+* :mod:`.qops`: ``QAdd``, ``QGlobalAvgPool``, ``QAvgPool2d``, ``QConcat`` (docs/semantics.md §11);
+  :mod:`.graph`: graph mode (``torch.fx``) of ``prepare`` for residual / concat models,
+  ``fold_bn_graph``.
 * The eval-mode forward of a prepared model computes what the integer engine
   computes (``docs/semantics.md`` §4.1, §5, §10; see ``docs/training.md``).
 """
@@ -26,12 +29,14 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 from .apot import APoTQuantizer, apot_levels, apot_levels_repo
 from .dsq import DSQQuantizer
 from .export import ExportError, export
+from .graph import UnsupportedNodeError, fold_bn_graph, prepare_graph
 from .layers import (QConv2d, QLinear, calibrate, fold_bn, fold_bn_sequential, prepare,
-                     quantized_layers)
+                     quantized_layers, quantized_modules)
 from .logq import LogQuantizer, log_levels, miyashita_range
 from .lqnet import LQNetQuantizer
 from .observers import OBSERVERS, MinMaxObserver, MSEObserver, PercentileObserver
 from .pot import DeepShiftQuantizer, PoTQuantizer, deepshift_levels, pot_levels
+from .qops import QAdd, QAvgPool2d, QConcat, QGlobalAvgPool
 from .pwlq import PWLQQuantizer, pwlq_breakpoint, pwlq_levels
 from .qn import QNActivation
 from .rounding import project_to_levels, round_rne, round_stochastic
@@ -44,5 +49,6 @@ __all__ = [
     "pwlq_levels", "QNActivation", "LQNetQuantizer",
     "OBSERVERS", "MinMaxObserver", "PercentileObserver", "MSEObserver",
     "QLinear", "QConv2d", "prepare", "calibrate", "fold_bn", "fold_bn_sequential",
-    "quantized_layers", "export", "ExportError", "round_rne", "round_stochastic", "project_to_levels",
+    "quantized_layers", "quantized_modules", "QAdd", "QGlobalAvgPool", "QAvgPool2d", "QConcat",
+    "prepare_graph", "fold_bn_graph", "UnsupportedNodeError", "export", "ExportError", "round_rne", "round_stochastic", "project_to_levels",
 ]

@@ -28,7 +28,14 @@ runs the files too; ``pyqinfer_domain=True`` adds the ``pyqinfer`` domain
   the weights that every accumulator stays below 2^24 in magnitude (else it
   refuses the layer);
 * ``MaxPool2d``, ``Flatten``, ``Identity``, ``Dropout`` on the integers; an
-  unfused ``ReLU`` on integers as a clamp at the zero point.
+  unfused ``ReLU`` on integers as a clamp at the zero point;
+* graph-mode models (a ``torch.fx.GraphModule`` from ``prepare``, walked in
+  topological order): ``QAdd`` -> ``com.microsoft.QLinearAdd``, ``QGlobalAvgPool`` ->
+  ``QLinearGlobalAveragePool`` (+ ``Flatten`` for ``mean((2, 3))``), ``QAvgPool2d`` ->
+  ``QLinearAveragePool``, ``QConcat`` -> ``QLinearConcat`` (scalar 0-d parameters, which
+  ONNX Runtime's type inference requires there), a fused ReLU / low-bit output range as
+  the ``DQ -> Clip -> Q`` clamp; a float operand is quantized with the op's own input
+  quantizer.
 
 The input gets ``QuantizeLinear`` (the first layer's input quantizer, rule
 ``onnx``), the output ``DequantizeLinear`` (or the float accumulator path).
@@ -98,10 +105,15 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def const(self, base, arr, dtype=None, int4=None):
+    def const(self, base, arr, dtype=None, int4=None, scalar=False):
+        """An initializer. ``scalar``: a 0-d tensor (com.microsoft's QLinearAdd / pool / concat insist on
+        scalars; the other constants stay as they were, 1-element tensors for scalars)."""
         from onnx import TensorProto, helper, numpy_helper
         name = self.fresh(base)
         arr = np.asarray(arr)
+        if scalar:
+            self.inits.append(numpy_helper.from_array(np.array(arr.astype(dtype) if dtype else arr).reshape(()), name))
+            return name
         if int4 is not None:        # 'INT4' | 'UINT4'
             dt = TensorProto.INT4 if int4 == "INT4" else TensorProto.UINT4
             t = helper.make_tensor(name, dt, list(arr.shape), arr.astype(np.int64).reshape(-1).tolist())
@@ -270,9 +282,9 @@ class _Exporter:
         self.metadata = {}
 
     # ------------------------------------------------------------ helpers
-    def _scalar_qp(self, base, act):
-        s = self.b.const(f"{base}_scale", np.array(act.scale, np.float32))
-        z = self.b.const(f"{base}_zp", np.array(act.zp, _np_dtype(act.dtype)))
+    def _scalar_qp(self, base, act, scalar=False):
+        s = self.b.const(f"{base}_scale", np.array(act.scale, np.float32), scalar=scalar)
+        z = self.b.const(f"{base}_zp", np.array(act.zp, _np_dtype(act.dtype)), scalar=scalar)
         return s, z
 
     def quantize_input(self, cur, layer, name):
@@ -603,6 +615,68 @@ class _Exporter:
         y = self.b.node("MultiThreshold", ins, name, domain=PQ, **attrs)
         return _Act(y, True, ys, 0, "uint8", ylo, yhi, cur.ndim if isinstance(layer, QConv2d) else 2)
 
+    # ------------------------------------------------------------ weightless quantized ops
+    def _operand(self, cur, q, on_grid, base, what):
+        """An operand of a QAdd / pool / concat as integer codes of its quantizer ``q``: a float
+        value is quantized (QuantizeLinear, then the quantizer's narrower range); an integer one
+        must already carry q's parameters (prepare shares the producer's quantizer)."""
+        scale, zp, dtype, lo, hi = _act_qparams(q, f"{what} quantizer")
+        if not cur.integer:
+            act = _Act(None, True, scale, zp, dtype, *_container(dtype), cur.ndim)
+            s, z = self._scalar_qp(f"{base}_in", act)
+            act.name = self.b.node("QuantizeLinear", [cur.name, s, z], f"{base}_quantize")
+            return self.clamp(act, lo, hi, f"{base}_in_clip")
+        if not (np.float32(cur.scale) == scale and cur.zp == zp and cur.dtype == dtype):
+            raise ExportError(f"{what}: its quantizer (s={scale}, zp={zp}, {dtype}) differs from the producer's "
+                              f"output (s={cur.scale}, zp={cur.zp}, {cur.dtype})")
+        return cur
+
+    def qop(self, curs, m, name):
+        from .qops import QAdd, QAvgPool2d, QConcat, QGlobalAvgPool
+        ins = [self._operand(c, q, on, f"{name}_x{i}" if len(curs) > 1 else name, f"{name!r} input {i}")
+               for i, (c, q, on) in enumerate(zip(curs, m.in_quants, m.inputs_on_grid))]
+        out = self._out_act(m.out_quant, name, None)
+        for i, a in enumerate(ins):
+            if a.dtype != out.dtype:
+                raise ExportError(f"{name!r}: input {i} is {a.dtype} and the output {out.dtype}; "
+                                  f"{m.op_name} takes one dtype (make the quantizers' 'signed' agree)")
+        ys, yz = self._scalar_qp(f"{name}_y", out, True)
+        if isinstance(m, QAdd):
+            (sa, za), (sb, zb) = (self._scalar_qp(f"{name}_a", ins[0], True), self._scalar_qp(f"{name}_b", ins[1], True))
+            out.name = self.b.node("QLinearAdd", [ins[0].name, sa, za, ins[1].name, sb, zb, ys, yz], name, domain=MS)
+            nd = [a.ndim for a in ins]
+            out.ndim = None if None in nd else max(nd)
+        elif isinstance(m, QGlobalAvgPool):
+            xs, xz = self._scalar_qp(f"{name}_x", ins[0], True)
+            if ins[0].ndim != 4:
+                raise ExportError(f"{name!r}: global average pool of a rank-{ins[0].ndim} tensor")
+            out.name = self.b.node("QLinearGlobalAveragePool", [ins[0].name, xs, xz, ys, yz], name, domain=MS,
+                                   channels_last=0)
+            out.ndim = 4
+        elif isinstance(m, QAvgPool2d):
+            xs, xz = self._scalar_qp(f"{name}_x", ins[0], True)
+            ph, pw = m.padding
+            out.name = self.b.node("QLinearAveragePool", [ins[0].name, xs, xz, ys, yz], name, domain=MS,
+                                   kernel_shape=list(m.kernel_size), strides=list(m.stride), pads=[ph, pw, ph, pw],
+                                   count_include_pad=int(m.count_include_pad))
+            out.ndim = 4
+        elif isinstance(m, QConcat):
+            args = [ys, yz]
+            for i, a in enumerate(ins):
+                args += [a.name, *self._scalar_qp(f"{name}_x{i}", a, True)]
+            nd = ins[0].ndim
+            out.name = self.b.node("QLinearConcat", args, name, domain=MS,
+                                   axis=m.dim if m.dim >= 0 or nd is None else m.dim + nd)
+            out.ndim = nd
+        else:
+            raise ExportError(f"{name!r}: {type(m).__name__} is not supported")
+        lo = max(out.lo, out.zp) if m.activation == "relu" else out.lo
+        out = self.clamp(out, lo, out.hi, f"{name}_clip")
+        if isinstance(m, QGlobalAvgPool) and not m.keepdim:
+            y = self.b.node("Flatten", [out.name], f"{name}_flatten", axis=1)
+            out = _Act(y, True, out.scale, out.zp, out.dtype, out.lo, out.hi, 2)
+        return out
+
     # ------------------------------------------------------------ glue
     def maxpool(self, cur, m, name):
         def pair(v):
@@ -633,6 +707,63 @@ class _Exporter:
         return self.clamp(cur, cur.zp, cur.hi, name)
 
 
+def _walk_graph(ex, gm, inp):
+    """Emit a graph-mode model (a ``torch.fx.GraphModule`` from ``prepare``) node by node in the
+    graph's (topological) order. Returns (the output act, whether a quantized layer was seen)."""
+    from .graph import _arg, describe, node_kind
+    modules = dict(gm.named_modules())
+    env, seen_layer, out = {}, False, None
+    for node in gm.graph.nodes:
+        kind = node_kind(node, modules)
+        base = node.target.replace(".", "_") if node.op == "call_module" else node.name
+
+        def arg(i):
+            a = node.args[i]
+            if not isinstance(a, torch.fx.Node) or a not in env:
+                raise ExportError(f"{describe(node, modules)}: argument {i} is not a tensor of the graph")
+            return env[a]
+        if kind == "input":
+            if env:
+                raise ExportError(f"{describe(node, modules)}: export takes a model with one input")
+            env[node] = inp
+        elif kind == "output":
+            res = node.args[0]
+            if not isinstance(res, torch.fx.Node):
+                raise ExportError(f"{describe(node, modules)}: export takes a model with one tensor output, "
+                                  f"got {type(res).__name__}")
+            out = env[res]
+        elif kind == "qlayer":
+            env[node] = ex.layer(arg(0), modules[node.target], base)
+            seen_layer = True
+        elif kind == "qop":
+            env[node] = ex.qop([arg(i) for i in range(len(node.args))], modules[node.target], base)
+        elif kind == "relu":
+            env[node] = ex.relu(arg(0), base)
+        elif kind == "identity":
+            env[node] = arg(0)
+        elif kind == "flatten":
+            cur = arg(0)
+            if cur.ndim is None or cur.ndim < 2:
+                raise ExportError(f"{describe(node, modules)}: flatten of a tensor of rank {cur.ndim}")
+            y = ex.b.node("Flatten", [cur.name], base, axis=1)
+            env[node] = _Act(y, cur.integer, cur.scale, cur.zp, cur.dtype, cur.lo, cur.hi, 2)
+        elif kind == "maxpool":
+            if node.op == "call_module":
+                m = modules[node.target]
+            else:
+                m = nn.MaxPool2d(_arg(node, 1, "kernel_size"), _arg(node, 2, "stride"), _arg(node, 3, "padding", 0),
+                                 _arg(node, 4, "dilation", 1), _arg(node, 6, "return_indices", False),
+                                 _arg(node, 5, "ceil_mode", False))
+            env[node] = ex.maxpool(arg(0), m, base)
+        else:
+            what = {"layer": "an unprepared Conv2d / Linear: prepare() the model first",
+                    "bn": "a BatchNorm: fold it (fold_bn_graph) and prepare() the model"}.get(
+                kind, "not supported by the exporter" if kind is None else
+                f"a float {kind} (prepare() turns it into a quantized op)")
+            raise ExportError(f"{describe(node, modules)}: {what}")
+    return out, seen_layer
+
+
 def _leaves(model, prefix=""):
     """Modules in registration order, a quantized layer counting as one leaf."""
     if isinstance(model, _QLayer) or not list(model.children()):
@@ -651,7 +782,11 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
 
     ``model``: a Sequential-like module (children applied in registration order) of
     ``QConv2d`` / ``QLinear`` (ReLU fused by ``prepare``), ``nn.MaxPool2d``,
-    ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout`` and ``nn.ReLU``.
+    ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout`` and ``nn.ReLU``; or a graph-mode
+    model (the ``torch.fx.GraphModule`` that ``prepare`` returns for residual / concat
+    models), walked node by node in topological order, which adds ``QAdd``
+    (``com.microsoft.QLinearAdd``), ``QGlobalAvgPool`` (``QLinearGlobalAveragePool``),
+    ``QAvgPool2d`` (``QLinearAveragePool``) and ``QConcat`` (``QLinearConcat``).
     ``example_input``: a float tensor of the input shape (the batch dimension becomes
     ``"N"`` when ``dynamic_batch``). ``path``: where to save (None: only return).
     ``check``: load the exported model with pyqinfer and compare it with the eval-mode
@@ -686,7 +821,9 @@ def export(model, example_input, path=None, *, input_name="x", output_name="y", 
         cur = _Act(input_name, False, ndim=x.dim())
         ex.b.names.add(input_name)
         seen_layer = False
-        for name, m in _leaves(model):
+        if isinstance(model, torch.fx.GraphModule):
+            cur, seen_layer = _walk_graph(ex, model, cur)
+        for name, m in ([] if isinstance(model, torch.fx.GraphModule) else _leaves(model)):
             base = name.replace(".", "_")
             if isinstance(m, _QLayer):
                 cur = ex.layer(cur, m, base)

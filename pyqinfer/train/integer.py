@@ -86,3 +86,106 @@ def dequantize_acc(acc, x_scale, w_scale, ch_axis):
     s = bias_scale(x_scale, w_scale)
     s = _channel_last_view(s, acc, ch_axis) if s.numel() > 1 else s.reshape(())
     return acc.to(torch.float32) * s
+
+
+# ------------------------------------------------------------------ eltwise (§11.3-11.5)
+def fma32(a, b, c):
+    """fl32(a * b + c) with one rounding (the float32 fused multiply-add), on float32 tensors.
+
+    The same construction as ``pyqinfer.reference.eltwise._fma``: a*b is exact in float64
+    (24 + 24 bits), s = fl64(a*b + c) with its exact error e (TwoSum); rounding s to
+    float32 is correct unless s is exactly halfway between two float32 values and e != 0
+    (double rounding), and then the neighbour on e's side is the answer."""
+    a, b, c = torch.broadcast_tensors(*(torch.as_tensor(t).to(torch.float32).to(torch.float64)
+                                        for t in (a, b, c)))
+    p = a * b
+    s = p + c
+    bb = s - p
+    e = (p - (s - bb)) + (c - bb)
+    r = s.to(torch.float32)
+    inf = torch.full_like(r, float("inf"))
+    toward = torch.nextafter(r, torch.where(s > r.to(torch.float64), inf, -inf))
+    tie = (r.to(torch.float64) + toward.to(torch.float64)) / 2 == s
+    side = torch.where(e > 0, torch.maximum(r, toward), torch.minimum(r, toward))
+    return torch.where(tie & (e != 0), side, r)
+
+
+def f32(v):
+    """A 0-d float32 tensor."""
+    return torch.as_tensor(v, dtype=torch.float32).reshape(())
+
+
+def ort_add_params(sa, sb, sc, za, zb, zc):
+    """rA = fl32(s_a/s_c), rB = fl32(s_b/s_c), F = fl32(fl32(zc) - fma(rA, fl32(za), fl32(rB * fl32(zb))))
+    (docs/semantics.md 11.4, rule ``onnxruntime``), 0-d float32 tensors."""
+    rA, rB = f32(sa) / f32(sc), f32(sb) / f32(sc)
+    if not (torch.isfinite(rA) and torch.isfinite(rB)):
+        raise ValueError("a_scale/c_scale or b_scale/c_scale overflows float32")
+    t = rB * f32(float(zb))
+    F = f32(float(zc)) - fma32(rA, f32(float(za)), t)
+    return rA, rB, F
+
+
+def qlinear_add_ort(a, b, sa, za, sb, zb, sc, zc, lo, hi):
+    """The ``onnxruntime`` rule of docs/semantics.md 11.4 on float64 integer tensors a, b
+    (broadcasting, ORT's operand form by the shapes); returns float64 integers in [lo, hi]."""
+    from ..reference.eltwise import ort_add_form
+    af, bf = a.to(torch.float32), b.to(torch.float32)
+    if ort_add_form(tuple(a.shape), tuple(b.shape)) != "a_scalar":
+        rA, rB, F = ort_add_params(sa, sb, sc, za, zb, zc)
+        v = fma32(af, rA, fma32(bf, rB, F))
+    else:                                   # ORT swaps the operands: F, rA, rB swap roles
+        rA, rB, F = ort_add_params(sb, sa, sc, zb, za, zc)
+        v = fma32(bf, rA, fma32(af, rB, F))
+    return torch.round(torch.clamp(v.to(torch.float64), lo, hi))
+
+
+def global_avg_pool_int(x, sx, zx, sy, zy, lo, hi):
+    """docs/semantics.md 11.3 global average pool on float64 integers x [N, C, H, W]:
+    acc = sum x - zx*count (exact), S = fl32(s_x / fl32(s_y * fl32(count))),
+    y = clamp(zy + rne(fl32(fl32(acc) * S)), lo, hi); output [N, C, 1, 1]."""
+    count = x.shape[-1] * x.shape[-2]
+    if count >= 2 ** 24:
+        raise ValueError(f"global average pool over {count} >= 2^24 elements is not supported")
+    S = f32(sx) / (f32(sy) * f32(float(count)))
+    if not torch.isfinite(S):
+        raise ValueError("s_x / (s_y * count) overflows float32")
+    acc = x.sum(dim=(-2, -1), keepdim=True) - float(zx) * count
+    p = (acc.to(torch.float32) * S).to(torch.float64)
+    return torch.round(torch.clamp(p, lo - float(zy), hi - float(zy))) + float(zy)
+
+
+def requantize_tensor(x, sx, zx, sy, zy, lo, hi):
+    """docs/semantics.md 11.5 (QLinearConcat): y = sat(rne(fl32(fl32(s_x * fl32(x - zx)) / s_y)) + zy),
+    a copy when (s_x, zx) == (s_y, zy); clamped to [lo, hi] (within the container)."""
+    if float(f32(sx)) == float(f32(sy)) and float(zx) == float(zy):
+        return torch.clamp(x, lo, hi)
+    d = f32(sx) * (x - float(zx)).to(torch.float32)
+    v = (d / f32(sy)).to(torch.float64)
+    return torch.clamp(torch.round(v) + float(zy), lo, hi)
+
+
+def avg_pool_ort(x, sx, zx, sy, zy, lo, hi, kernel, stride, pads, count_include_pad):
+    """docs/semantics.md 11.3 average pool (ORT's float32 rule, ceil_mode 0) on float64
+    integers x [N, C, H, W]: d = fl32(s_x * fl32(x - zx)); a float32 running sum over the
+    in-bounds taps, kernel row by row; y = clamp(rne(fl32(fl32(fl32(acc / fl32(count)) / s_y)
+    + fl32(zy)))). A kernel equal to the whole image with no padding is the global rule."""
+    N, C, H, W = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = pads
+    if (kh, kw) == (H, W) and (ph, pw) == (0, 0):
+        return global_avg_pool_int(x, sx, zx, sy, zy, lo, hi)
+    d = f32(sx) * (x - float(zx)).to(torch.float32)
+    dp = F.pad(d, (pw, pw, ph, ph))                     # out-of-bounds taps add +0.0: no effect
+    ones = F.pad(torch.ones(1, 1, H, W, dtype=torch.float64), (pw, pw, ph, ph))
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    acc = torch.zeros(N, C, OH, OW, dtype=torch.float32)
+    cnt = torch.zeros(1, 1, OH, OW, dtype=torch.float64)
+    for i in range(kh):
+        for j in range(kw):
+            acc = acc + dp[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw]
+            cnt = cnt + ones[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw]
+    count = torch.full_like(cnt, float(kh * kw)) if count_include_pad else cnt
+    v = ((acc / count.to(torch.float32)) / f32(sy)) + f32(float(zy))
+    return torch.clamp(torch.round(v.to(torch.float64)), lo, hi)

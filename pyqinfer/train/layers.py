@@ -322,8 +322,13 @@ def _set_module(model, name, new):
     setattr(parent, last, new)
 
 
-def prepare(model, config=None, inplace=False):
+def prepare(model, config=None, inplace=False, graph=None):
     """Swap every nn.Conv2d / nn.Linear for QConv2d / QLinear, configured per layer.
+
+    ``graph``: ``None`` (default) picks the order-based path below for an ``nn.Sequential``
+    whose containers are all ``nn.Sequential`` and graph mode (``torch.fx``, residual adds,
+    concat, average pools; :func:`pyqinfer.train.graph.prepare_graph`, which returns a
+    ``torch.fx.GraphModule``) for any other model; ``True`` / ``False`` force one of them.
 
     ``config`` maps layer names (``model.named_modules()``) to dicts, merged over
     ``config['default']`` and ``DEFAULT_CONFIG``:
@@ -343,6 +348,12 @@ def prepare(model, config=None, inplace=False):
     """
     from .registry import make_act_quantizer, make_weight_quantizer
 
+    if graph is None:
+        from .graph import is_chain_model
+        graph = not is_chain_model(model)
+    if graph:
+        from .graph import prepare_graph
+        return prepare_graph(model, config, inplace)
     if not inplace:
         model = copy.deepcopy(model)
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
@@ -385,12 +396,19 @@ def quantized_layers(model):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _QLayer)]
 
 
+def quantized_modules(model):
+    """[(name, module)] of the QLinear / QConv2d layers and the weightless quantized ops
+    (QAdd, QGlobalAvgPool, QAvgPool2d, QConcat) of a prepared model."""
+    from .qops import _QOp
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (_QLayer, _QOp))]
+
+
 @torch.no_grad()
 def calibrate(model, batches):
     """Post-training calibration: run ``batches`` (an iterable of inputs) through the
     float layers while the activation observers record them, then set every input and
     output quantizer's scale and zero point from its observer. Returns the model."""
-    layers = [m for _, m in quantized_layers(model)]
+    layers = [m for _, m in quantized_modules(model)]
     was_training = model.training
     model.eval()
     for m in layers:
@@ -403,7 +421,7 @@ def calibrate(model, batches):
         raise ValueError("batches is empty")
     for m in layers:
         m.calibrating = False
-        for q in (m.in_quant, m.out_quant):
+        for q in (m.quantizers() if hasattr(m, "quantizers") else (m.in_quant, m.out_quant)):
             if q is not None and q.calibrating:
                 q.calibrate(False)
                 q.init_from(None)
@@ -412,4 +430,4 @@ def calibrate(model, batches):
 
 
 __all__ = ["QLinear", "QConv2d", "fold_bn", "fold_bn_sequential", "prepare", "calibrate",
-           "quantized_layers", "layer_config", "DEFAULT_CONFIG", "WeightPart"]
+           "quantized_layers", "quantized_modules", "layer_config", "DEFAULT_CONFIG", "WeightPart"]

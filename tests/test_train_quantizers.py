@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 import pyqinfer.reference as ref  # noqa: E402
 import pyqinfer.train as T  # noqa: E402
+from pyqinfer.train.uniform import LSQ_MIN_STEP  # noqa: E402
 
 
 # ----------------------------------------------------------------- uniform
@@ -324,3 +325,16 @@ def test_project_to_levels_ties_and_stochastic():
     gen = torch.Generator().manual_seed(0)
     v, _ = T.project_to_levels(torch.full((10000,), 0.25), lv, "stochastic", gen)
     assert abs(float(v.mean()) - 0.25) < 0.02 and set(v.unique().tolist()) == {0.0, 1.0}
+
+
+def test_lsq_step_stays_positive_after_an_optimizer_step():
+    """A large step on the learned scale would make it negative; the forward projects it back."""
+    x = torch.tensor([-3.0, -0.26, 0.1, 0.37, 5.0])
+    q = T.UniformQuantizer(4, lsq=True, weight=True)
+    q(x)
+    with torch.no_grad():
+        q.scale.fill_(-0.5)          # what SGD with a large learning rate did in a QAT run
+    y = q(x)
+    assert float(q.scale.detach()) == pytest.approx(LSQ_MIN_STEP)
+    assert torch.isfinite(y).all()
+    assert float(q.qparams()["scale"]) > 0

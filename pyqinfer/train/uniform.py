@@ -48,6 +48,9 @@ def qrange(bits, signed, narrow=False):
     return (0, 2 ** bits - 1)
 
 
+LSQ_MIN_STEP = 1e-8       # the learned step never goes below this (the LSQ init clamps the same way)
+
+
 class UniformQuantizer(Quantizer):
     """Uniform affine quantizer (see the module docstring).
 
@@ -116,7 +119,7 @@ class UniformQuantizer(Quantizer):
             x = x.detach().to(torch.float64)
             mean_abs = x.abs().mean() if self.ch_axis is None else \
                 x.transpose(0, self.ch_axis).reshape(x.shape[self.ch_axis], -1).abs().mean(1)
-            s = (2 * mean_abs / math.sqrt(self.qmax)).clamp(min=1e-8)
+            s = (2 * mean_abs / math.sqrt(self.qmax)).clamp(min=LSQ_MIN_STEP)
             zp = None
             if not self.symmetric:
                 _, zp = self._range_qparams(*self._minmax(x))
@@ -139,6 +142,11 @@ class UniformQuantizer(Quantizer):
     def _prepare(self, x):
         if not bool(self.initialized):
             self.init_from(x)
+        elif self.lsq:
+            # projected step: an optimizer step can drive the learned step to <= 0, which no
+            # quantized tensor can carry (the exporter and pyqinfer.load reject it)
+            with torch.no_grad():
+                self.scale.clamp_(min=LSQ_MIN_STEP)
         elif self.weight and not self.lsq and not self.frozen:
             self.set_qparams(*self._range_qparams(*self._minmax(x)))
 

@@ -441,15 +441,16 @@ class _Importer:
     # ---------------------------------------------------------------- nodes
     def node(self, n):
         dom = n.domain or "ai.onnx"
+        # every op imported here (all domains) reads input 0 and writes output 0
+        if n.op_type != "Constant" and (not len(n.input) or not n.input[0]):
+            raise _unsupported(n, "its first input is missing")
+        if not len(n.output) or not n.output[0]:
+            raise _unsupported(n, "its first output is missing")
         if dom == "pyqinfer":
             from . import pyqinfer_domain
             return pyqinfer_domain.import_node(self, n)
         if self.qonnx is not None and dom in QONNX_DOMAINS:
             return self.qonnx.custom_node(n)
-        if n.op_type != "Constant" and (not len(n.input) or not n.input[0]):
-            raise _unsupported(n, "its first input is missing")
-        if not len(n.output) or not n.output[0]:
-            raise _unsupported(n, "its first output is missing")
         self.check_schema(n, dom)
         if self.qonnx is not None and dom == "ai.onnx" and self.qonnx.intercept(n):
             return
@@ -547,6 +548,7 @@ class _Importer:
 
     def q_out(self, q, per_tensor=True):
         """(output name, dtype, QParams) of a QuantizeLinear node being fused."""
+        self.check_schema(q, q.domain or "ai.onnx")     # fused before its own turn: check it here
         a = _attrs(q)
         if a.get("block_size", 0):
             raise _unsupported(q, "blocked quantization (block_size) is not supported")
@@ -1055,6 +1057,9 @@ class _Importer:
             zx = self.const[name] if name else np.zeros(1, xdt)
             if np.asarray(zx).size != 1:
                 raise _unsupported(n, f"{role} must be a scalar")
+            if np.asarray(zx).dtype != xdt:
+                raise _unsupported(n, f"{role} has dtype {np.asarray(zx).dtype} but the input is {xdt} "
+                                      f"(ONNX: the same type)")
             return [self.int_view(n, x, QParams(np.ones(1, np.float32), np.asarray(zx).reshape(-1)))]
         t = self.out.tensors.get(name)
         if t is None or t.dtype != xdt:
@@ -1192,6 +1197,8 @@ class _Importer:
         ins = list(n.input)
         if len(ins) < 5 or (len(ins) - 2) % 3:
             raise _unsupported(n, "expects Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) triples")
+        if "axis" not in _attrs(n):      # required by the com.microsoft schema (onnx cannot check it)
+            raise _unsupported(n, "required attribute 'axis' is missing")
         dt = np.dtype(self.get_const(n, ins[1], "Y_zero_point").dtype)
         yqp = self.qop_params(n, ins[0], ins[1], dt, role="y")
         xs = []

@@ -278,7 +278,8 @@ class QonnxImporter:
         s = self.const(n, ins[1], "the scale").astype(np.float64)
         z = self.const(n, ins[2], "the zero point")
         bw = self.const(n, ins[3], "the bit width")
-        if bw.size != 1 or float(bw.reshape(-1)[0]) != int(bw.reshape(-1)[0]):
+        if bw.size != 1 or not np.isfinite(float(bw.reshape(-1)[0])) or \
+                float(bw.reshape(-1)[0]) != int(bw.reshape(-1)[0]):
             raise _u(n, f"the bit width must be an integer scalar, got {bw.reshape(-1)[:4]}")
         bits = int(bw.reshape(-1)[0])
         signed = int(a.get("signed", 1))
@@ -294,6 +295,8 @@ class QonnxImporter:
             raise _u(n, "the scale must be finite float32 values > 0")
         if not np.all(np.isfinite(z)) or not np.array_equal(np.round(z), z):
             raise _u(n, f"the zero point must be an integer, got {z.reshape(-1)[:4]}")
+        if np.any(np.abs(z.astype(np.float64)) > 2.0 ** 32):
+            raise _u(n, f"the zero point {z.reshape(-1)[:4]} is outside any integer code range")
         return s32, z.astype(np.int64), bits, signed, narrow, mode
 
     def codes_dtype(self, n, signed, bits, z):
@@ -499,8 +502,9 @@ class QonnxImporter:
             raise _u(n, f"scale {list(s.shape)} / zero point {list(z.shape)} do not broadcast to the constant "
                         f"{list(w.shape)}") from None
         w32 = np.broadcast_to(w.astype(np.float32), sb.shape)
-        y = (w32 / sb).astype(np.float32)
-        y = (y + zb.astype(np.float32)).astype(np.float32)
+        with np.errstate(over="ignore"):     # float32 overflow to inf is the defined result (then clipped)
+            y = (w32 / sb).astype(np.float32)
+            y = (y + zb.astype(np.float32)).astype(np.float32)
         y = np.clip(y, np.float32(lo), np.float32(hi))
         from ..graph.customops import _ROUND
         q = _ROUND[mode](y).astype(np.int64)

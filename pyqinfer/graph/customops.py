@@ -320,8 +320,9 @@ def qonnx_quant_float(x, s, z, lo, hi, mode):
         raise ValueError("the input contains NaN")
     if mode == "BIPOLAR":
         return np.where(x >= 0, 1, -1)
-    y = (x / np.float32(s)).astype(np.float32)
-    y = (y + np.float32(z)).astype(np.float32)
+    with np.errstate(over="ignore"):         # float32 overflow to inf is the defined result (then clipped)
+        y = (x / np.float32(s)).astype(np.float32)
+        y = (y + np.float32(z)).astype(np.float32)
     y = np.clip(y, np.float32(lo), np.float32(hi))
     return _ROUND[mode](y)
 

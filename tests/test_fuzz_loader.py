@@ -224,9 +224,9 @@ def test_fuzz_loader(seeds, ort, request):
 # Findings of longer runs with other seeds, replayed (each was an internal error or an
 # OverflowError instead of a clear ValueError): zero points of another dtype than the input,
 # an infinite QONNX bit width, a Quant without outputs, QLinearConcat without axis, a fused
-# QuantizeLinear without its scale
+# QuantizeLinear without its scale; duplicated initializers (ORT then ran the layer in float)
 @pytest.mark.parametrize("seed,case", [(20261125, 345), (20261125, 1119), (20261125, 1529), (1, 13643),
-                                       (3, 14869), (4, 6547)])
+                                       (3, 14869), (4, 6547), (7, 17457)])
 def test_fuzz_findings_stay_fixed(seeds, ort, seed, case):
     _, name, what, mutant = next(fm.Mutator(seed).mutants(seeds, 1, start=case))
     kind, detail = run_case(mutant, case, ort)

@@ -241,6 +241,11 @@ class _Importer:
     def run(self):
         g = self.g
         for init in g.initializer:
+            if init.name in self.const:
+                # ONNX names are unique (the checker rejects this); runtimes differ in which copy
+                # they use, and ORT then stops treating the tensor as a constant
+                raise UnsupportedModelError(f"initializer {init.name!r} is defined more than once "
+                                            f"(tensor names must be unique)")
             self.const[init.name] = _to_array(init, f"initializer {init.name!r}")
             if init.data_type in (21, 22):
                 self.int4.add(init.name)

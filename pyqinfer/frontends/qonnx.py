@@ -489,6 +489,8 @@ class QonnxImporter:
         w = np.asarray(self.imp.const[n.input[0]])
         if w.dtype.kind != "f":
             w = w.astype(np.float32)
+        if np.isnan(w).any():       # NaN has no code (QONNX's own cast would give an arbitrary integer)
+            raise _u(n, f"the constant {n.input[0]!r} contains NaN")
         if bits == 1:
             q = np.where(w >= 0, 1, -1).astype(np.int8)
             self._store_weight(n, q, s, np.zeros(1, np.int64), 1, True)

@@ -41,7 +41,7 @@ __all__ = ["SHIFT_RULES", "SHIFT_KERNELS", "PackedShiftWeights", "pack_shift_wei
 #: Product rules (docs/semantics.md 12.1).
 SHIFT_RULES = ("exact", "deepshift")
 #: Kernel choices of :func:`shift_matmul`.
-SHIFT_KERNELS = ("shift", "multiply", "auto")
+SHIFT_KERNELS = ("shift", "multiply", "hybrid", "auto")
 MODES = ("fp32", "q31", "q31_single", "pot")
 
 _ACT = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),

@@ -87,17 +87,21 @@ void tile(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_
   for (int r = 0; r < MR; ++r) a[r] = p.a + (m + r) * p.lda;
   __m512i acc[1][MR][NV];
   zero_tile<1, MR, NV>(acc);
+  // Fused: `period` K groups, then one unit, while units remain; then the plain loop.
+  int64_t off = 0, g = 0;
+  for (; g + period <= kfull && s.u != s.end; g += period) {
+    for (int i = 0; i < period; ++i, off += 4) {
+      kgroup<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
+      bp += NV * 64;
+    }
+    unit(s);
+  }
   uint8_t tail[MR][4] = {};
-  int64_t off = 0, count = kfull;
-  int left = period;
+  int64_t count = kfull - g;
   for (int pass = 0; pass < 2; ++pass) {
     for (int64_t i = 0; i < count; ++i, off += 4) {
       kgroup<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
       bp += NV * 64;
-      if (--left == 0) {
-        left = period;
-        if (s.u != s.end) unit(s);
-      }
     }
     if (pass == 1 || K % 4 == 0) break;
     for (int r = 0; r < MR; ++r) {
@@ -125,17 +129,21 @@ void rows(const GemmProblem& p, int64_t m0, int64_t m1, const uint8_t* bp, int64
   }
 }
 
+// Panel by panel, row block by row block (block b: rows [m0 + 30b, ...), units from s[b]).
 template <bool SIGNED_A>
-void panels(const GemmProblem& p, int64_t m0, int64_t m1, int period, Side& s) {
+void panels(const GemmProblem& p, int64_t m0, int64_t m1, int period, Side* s) {
   const int64_t panel_bytes = 64 * ((p.K + 3) / 4) * 4;
   for (int64_t n0 = 0, pn = 0; n0 < p.N; n0 += 64, ++pn) {
     const int64_t cnt = p.N - n0 < 64 ? p.N - n0 : 64;
     const uint8_t* bp = p.packed + pn * panel_bytes;
-    switch ((cnt + 15) / 16) {
-      case 4: rows<4, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
-      case 3: rows<3, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
-      case 2: rows<2, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
-      default: rows<1, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
+    for (int64_t b = 0, r0 = m0; r0 < m1; ++b, r0 += kHybridRows) {
+      const int64_t r1 = m1 - r0 < kHybridRows ? m1 : r0 + kHybridRows;
+      switch ((cnt + 15) / 16) {
+        case 4: rows<4, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
+        case 3: rows<3, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
+        case 2: rows<2, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
+        default: rows<1, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
+      }
     }
   }
 }
@@ -187,15 +195,22 @@ void build_table(const HybridBlock& h, int64_t m0, int64_t nrows, int16_t* xt) {
 }  // namespace
 
 void shift_hybrid_block_avx512vnni(const HybridBlock& h, const GemmProblem& p, int64_t m0, int64_t nrows,
-                                   int16_t* xt, int32_t* sacc) {
-  build_table(h, m0, nrows, xt);
-  std::memset(sacc, 0, static_cast<size_t>(h.Ns) * 32 * 4);
-  Side s{reinterpret_cast<const char*>(xt), h.units, h.units + 3 * h.nunits, sacc};
+                                   int16_t* xt, int64_t xt_elems, int32_t* sacc) {
+  Side s[kHybridMaxGroup];
+  const int64_t nb = (nrows + kHybridRows - 1) / kHybridRows;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t r0 = b * kHybridRows, rows_b = nrows - r0 < kHybridRows ? nrows - r0 : kHybridRows;
+    build_table(h, m0 + r0, rows_b, xt + b * xt_elems);
+    std::memset(sacc + b * h.Ns * 32, 0, static_cast<size_t>(h.Ns) * 32 * 4);
+    s[b] = Side{reinterpret_cast<const char*>(xt + b * xt_elems), h.units, h.units + 3 * h.nunits,
+                sacc + b * h.Ns * 32};
+  }
   if (p.a_xor)
     panels<true>(p, m0, m0 + nrows, h.period, s);
   else
     panels<false>(p, m0, m0 + nrows, h.period, s);
-  while (s.u != s.end) unit(s);  // units the VNNI tiles did not absorb
+  for (int64_t b = 0; b < nb; ++b)
+    while (s[b].u != s[b].end) unit(s[b]);  // units the VNNI tiles did not absorb
 }
 
 }  // namespace pyq

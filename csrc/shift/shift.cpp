@@ -479,15 +479,17 @@ void check_args(const ShiftArgs& g) {
 // The hybrid's column split (section 12.4a), in units of one 6x64x4 VNNI step: a
 // row block of 30 rows runs 5 * panels(Nv) * ceil(K/4) steps and absorbs one unit per
 // `period` of them; units beyond that run alone (about kAloneCost of a step each),
-// absorbed ones cost kFusedCost extra. Nv runs over multiples of 64; the split with
-// the lowest modelled cost wins. Returns Nv (0: no split).
-constexpr double kAloneCost = 0.5, kFusedCost = 0.15;
+// absorbed ones cost kFusedCost extra (0.09 measured at 1024^3). Nv runs over
+// multiples of 64; the split with the lowest modelled cost wins if it beats all
+// columns on VNNI (5 * ceil(N/64) * ceil(K/4) steps). Returns Nv (0: no split; the
+// caller then takes the multiply route).
+constexpr double kAloneCost = 0.5, kFusedCost = 0.1;
 int64_t hybrid_split(const PackedShift& w, int period) {
   const int64_t N = w.N(), kg = (w.K() + 3) / 4;
   const int64_t forced = g_hybrid_ns.load();
   if (forced > 0) return forced < N ? N - forced : 0;
   int64_t best_nv = 0;
-  double best = 1e300;
+  double best = 5.0 * static_cast<double>((N + 63) / 64 * kg);
   int64_t units = 0;  // of columns [Nv, N)
   for (int64_t nv = N - 1; nv >= 64; --nv) {
     units += w.hybrid_units(nv);

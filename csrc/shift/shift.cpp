@@ -433,7 +433,7 @@ namespace {
 std::atomic<int> g_rows_variant{0};
 std::atomic<int> g_hybrid_period{0};
 std::atomic<int64_t> g_hybrid_ns{0};
-constexpr int kHybridDefaultPeriod = 1;
+constexpr int kHybridDefaultPeriod = 2;  // measured: 0.93x vs 0.89x (period 1) at 1024^3
 
 enum class Route { kShift, kShiftBucket, kMulInt8, kMulLut4, kMulInt32, kMulWide, kHybrid };
 
@@ -824,14 +824,13 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk, bool dire
 #endif
 
 #if defined(PYQ_X86)
-// The hybrid route: tasks over groups of row blocks (kHybridRows rows each, one
-// activation table each, as many as fit kHybridTableBytes); per group, panel by panel,
-// the VNNI tiles of columns [0, Nv) (their epilogue adds the bias and stores or
-// requantizes) with the shift units of the block's columns [Nv, N) inside, then the
-// shift columns' store (sat_W is the identity: the route needs no saturation).
-// Panels outside (B once per group from L3, not once per 30 rows) measured 9 % faster
-// than one block at a time at 1024^3 (B = 1 MB, one core's L2).
-constexpr int64_t kHybridTableBytes = 512 * 1024;
+// The hybrid route: one task per thread, a range of whole row blocks
+// (kHybridRows rows); the VNNI tiles of columns [0, Nv) run panel by panel over all
+// its rows (their epilogue adds the bias and stores or requantizes), the shift job's
+// units of columns [Nv, N) inside them, block after block; then the shift columns'
+// store (sat_W is the identity: the route needs no saturation). Panels over all rows
+// keep B's panel in L2 as the int8 GEMM does: groups of 30-90 rows under the panel
+// loop re-read B (1 MB at 1024^2, one core's L2) and measured ~9 % slower.
 void run_hybrid(const ShiftArgs& g, const GemmProblem& ep, const Prepared& pr) {
   const PackedShift& w = *g.w;
   const ShiftHybrid& hy = w.hybrid(pr.hybrid_nv);
@@ -866,21 +865,18 @@ void run_hybrid(const ShiftArgs& g, const GemmProblem& ep, const Prepared& pr) {
   hb.period = pr.hybrid_period;
   const int64_t xt_elems = (K + kShiftBucketK - 1) / kShiftBucketK * kShiftBucketRows * 32;
   const int64_t blocks = (M + kHybridRows - 1) / kHybridRows;
-  const int64_t G = std::max<int64_t>(1, std::min<int64_t>({kHybridMaxGroup, blocks, kHybridTableBytes / (xt_elems * 2)}));
-  const int64_t groups = (blocks + G - 1) / G;
   const int nthreads = threads_for(M * N * K);
-  const int64_t tasks = nthreads == 1 ? 1 : std::min<int64_t>(groups, 4 * nthreads);
+  const int64_t tasks = std::min<int64_t>(blocks, nthreads);
   parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
-    thread_local std::vector<int16_t> xt_store;
-    thread_local std::vector<int32_t> sacc_store;
-    if (xt_store.size() < static_cast<size_t>(G * xt_elems + 32)) xt_store.resize(static_cast<size_t>(G * xt_elems + 32));
-    if (sacc_store.size() < static_cast<size_t>(G * Ns * 32 + 16)) sacc_store.resize(static_cast<size_t>(G * Ns * 32 + 16));
+    const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
+    const int64_t m0 = b0 * kHybridRows, rows_total = std::min<int64_t>(M, b1 * kHybridRows) - m0;
+    std::vector<int16_t> xt_store(static_cast<size_t>(xt_elems + 32));
+    std::vector<int32_t> sacc_store(static_cast<size_t>((b1 - b0) * Ns * 32 + 16));
     int16_t* xt = reinterpret_cast<int16_t*>((reinterpret_cast<uintptr_t>(xt_store.data()) + 63) & ~uintptr_t{63});
     int32_t* sacc = reinterpret_cast<int32_t*>((reinterpret_cast<uintptr_t>(sacc_store.data()) + 63) & ~uintptr_t{63});
     int64_t sums[kShiftPanel];
-    for (int64_t gi = groups * t / tasks; gi < groups * (t + 1) / tasks; ++gi) {
-      const int64_t m0 = gi * G * kHybridRows, rows_total = std::min<int64_t>(G * kHybridRows, M - m0);
-      shift_hybrid_block_avx512vnni(hb, p, m0, rows_total, xt, xt_elems, sacc);
+    if (rows_total > 0) {
+      shift_hybrid_block_avx512vnni(hb, p, m0, rows_total, xt, sacc);
       for (int64_t r = 0; r < rows_total; ++r) {
         const int64_t blk = r / kHybridRows, rr = r % kHybridRows;
         const int32_t* src = sacc + blk * Ns * 32 + (rr & 1) * 16 + (rr >> 1);

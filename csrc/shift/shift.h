@@ -125,7 +125,6 @@ void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int6
 // interleaved in their K loop. A unit is 3 uint64: kb | (16 - e) << 16 | column << 32
 // (column counted from Nv), then 8 uint16 byte offsets into table block kb.
 constexpr int64_t kHybridRows = 30;  // rows per block: 5 VNNI tiles of 6, one 32-lane table
-constexpr int64_t kHybridMaxGroup = 8;  // row blocks per group (panels outside them)
 struct HybridBlock {
   const uint8_t* a = nullptr;
   int64_t lda = 0;
@@ -143,13 +142,13 @@ struct ShiftHybrid {
   std::vector<uint64_t> units;            // the shift columns' units, k block by k block
 };
 #if defined(PYQ_X86)
-// Rows [m0, m0 + nrows) (nrows <= kHybridMaxGroup * kHybridRows), in blocks of
-// kHybridRows rows: p is the VNNI problem of columns [0, Nv) (its own epilogue stores
-// them); xt the blocks' tables (xt_elems = nkb * kShiftBucketRows * 32 int16 each,
-// 64-byte aligned), sacc the blocks' [Ns][32] int32 shift-column sums (even rows in
-// lanes 0..15, odd in 16..31). Panels run outside the row blocks.
+// Rows [m0, m0 + nrows) (a task's rows, any number): p is the VNNI problem of columns
+// [0, Nv) (its own epilogue stores them), run panel by panel over all the rows; the
+// shift job walks the rows in blocks of kHybridRows, one activation table at a time
+// (xt: nkb * kShiftBucketRows * 32 int16, 64-byte aligned), into sacc: per block
+// [Ns][32] int32 shift-column sums (even rows in lanes 0..15, odd in 16..31).
 void shift_hybrid_block_avx512vnni(const HybridBlock& h, const GemmProblem& p, int64_t m0, int64_t nrows,
-                                   int16_t* xt, int64_t xt_elems, int32_t* sacc);
+                                   int16_t* xt, int32_t* sacc);
 #endif
 // A/B knobs of the hybrid (every choice is bit-exact): period >= 1, or 0 for the
 // default; ns: the number of shift columns (0: the automatic split).

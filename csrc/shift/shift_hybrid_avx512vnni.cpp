@@ -31,12 +31,32 @@ inline int32_t load_a4(const uint8_t* a) {
   return v;
 }
 
+// The shift job of a task: its row blocks one after the other, one table at a time
+// (built when the job reaches the block); the VNNI tiles of any rows consume it.
 struct Side {
   const char* xt;
   const uint64_t* u;
   const uint64_t* end;
   int32_t* sacc;  // [Ns][32] int32: per column the even rows in [0, 16), the odd in [16, 32)
+  const HybridBlock* h;
+  int64_t m0, m1, b;  // the task's rows, the current block
+  int16_t* table;
+  int32_t* sacc_all;
 };
+
+void build_table(const HybridBlock& h, int64_t m0, int64_t nrows, int16_t* xt);
+
+// Start block b of the job (or end it: u == end stays).
+__attribute__((noinline)) void next_block(Side& s) {
+  const int64_t r0 = s.m0 + s.b * kHybridRows;
+  if (r0 >= s.m1) return;
+  build_table(*s.h, r0, s.m1 - r0 < kHybridRows ? s.m1 - r0 : kHybridRows, s.table);
+  s.sacc = s.sacc_all + s.b * s.h->Ns * 32;
+  std::memset(s.sacc, 0, static_cast<size_t>(s.h->Ns) * 32 * 4);
+  s.u = s.h->units;
+  s.end = s.h->units + 3 * s.h->nunits;
+  ++s.b;
+}
 
 // One unit: d = sum of 8 table rows (|d| <= 8 * 255, exact in int16), then
 // even = (d << 16) >>arith (16 - e), odd = (d & 0xFFFF0000) >>arith (16 - e), exact for
@@ -95,6 +115,7 @@ void tile(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_
       bp += NV * 64;
     }
     unit(s);
+    if (s.u == s.end) next_block(s);
   }
   uint8_t tail[MR][4] = {};
   int64_t count = kfull - g;
@@ -129,27 +150,27 @@ void rows(const GemmProblem& p, int64_t m0, int64_t m1, const uint8_t* bp, int64
   }
 }
 
-// Panel by panel, row block by row block (block b: rows [m0 + 30b, ...), units from s[b]).
+// Panel by panel over all the task's rows (B's panel stays in L2, as in the int8 GEMM).
 template <bool SIGNED_A>
-void panels(const GemmProblem& p, int64_t m0, int64_t m1, int period, Side* s) {
+void panels(const GemmProblem& p, int64_t m0, int64_t m1, int period, Side& s) {
   const int64_t panel_bytes = 64 * ((p.K + 3) / 4) * 4;
   for (int64_t n0 = 0, pn = 0; n0 < p.N; n0 += 64, ++pn) {
     const int64_t cnt = p.N - n0 < 64 ? p.N - n0 : 64;
     const uint8_t* bp = p.packed + pn * panel_bytes;
-    for (int64_t b = 0, r0 = m0; r0 < m1; ++b, r0 += kHybridRows) {
-      const int64_t r1 = m1 - r0 < kHybridRows ? m1 : r0 + kHybridRows;
-      switch ((cnt + 15) / 16) {
-        case 4: rows<4, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
-        case 3: rows<3, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
-        case 2: rows<2, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
-        default: rows<1, SIGNED_A>(p, r0, r1, bp, n0, cnt, period, s[b]); break;
-      }
+    switch ((cnt + 15) / 16) {
+      case 4: rows<4, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
+      case 3: rows<3, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
+      case 2: rows<2, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
+      default: rows<1, SIGNED_A>(p, m0, m1, bp, n0, cnt, period, s); break;
     }
   }
 }
 
+}  // namespace
+
 // The activation table of rows [m0, m0 + nrows) (nrows <= 32): 16 rows' 4 k bytes per
 // gather, transposed to k-major with vpshufb + vpermd, widened, a - za and za - a.
+namespace {
 void build_table(const HybridBlock& h, int64_t m0, int64_t nrows, int16_t* xt) {
   const int64_t K = h.K, nkb = (K + kShiftBucketK - 1) / kShiftBucketK;
   const uint8_t* a = h.a + m0 * h.lda;
@@ -195,22 +216,17 @@ void build_table(const HybridBlock& h, int64_t m0, int64_t nrows, int16_t* xt) {
 }  // namespace
 
 void shift_hybrid_block_avx512vnni(const HybridBlock& h, const GemmProblem& p, int64_t m0, int64_t nrows,
-                                   int16_t* xt, int64_t xt_elems, int32_t* sacc) {
-  Side s[kHybridMaxGroup];
-  const int64_t nb = (nrows + kHybridRows - 1) / kHybridRows;
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t r0 = b * kHybridRows, rows_b = nrows - r0 < kHybridRows ? nrows - r0 : kHybridRows;
-    build_table(h, m0 + r0, rows_b, xt + b * xt_elems);
-    std::memset(sacc + b * h.Ns * 32, 0, static_cast<size_t>(h.Ns) * 32 * 4);
-    s[b] = Side{reinterpret_cast<const char*>(xt + b * xt_elems), h.units, h.units + 3 * h.nunits,
-                sacc + b * h.Ns * 32};
-  }
+                                   int16_t* xt, int32_t* sacc) {
+  Side s{reinterpret_cast<const char*>(xt), nullptr, nullptr, sacc, &h, m0, m0 + nrows, 0, xt, sacc};
+  next_block(s);
   if (p.a_xor)
     panels<true>(p, m0, m0 + nrows, h.period, s);
   else
     panels<false>(p, m0, m0 + nrows, h.period, s);
-  for (int64_t b = 0; b < nb; ++b)
-    while (s[b].u != s[b].end) unit(s[b]);  // units the VNNI tiles did not absorb
+  while (s.u != s.end) {  // the units the VNNI tiles did not absorb
+    unit(s);
+    if (s.u == s.end) next_block(s);
+  }
 }
 
 }  // namespace pyq

@@ -17,8 +17,8 @@ The kernels compute the same bits (section 12.4a):
 * ``kernel="hybrid"``: on AVX-512 VNNI, most columns on the int8 VNNI kernel
   and the rest as shift-add units inside the same loop (section 12.4a); only
   where nothing can saturate and the values fit int8, else as ``"multiply"``.
-  Bit-exact like the others; measured 0.82-0.86x of the multiply route at
-  1024^3 (docs/performance.md), so ``"auto"`` does not pick it.
+  Bit-exact like the others; measured 0.91-0.93x of the int8 route at 1024^3
+  PoT-4 (docs/performance.md), so ``"auto"`` does not pick it.
 * ``kernel="auto"`` (default): multiply when the weights have one, else shift;
   but where the multiply form would be the int32-lane kernel (values past int8)
   the shift kernel, for 8-bit activations and for 16-bit ones with >= 8 rows

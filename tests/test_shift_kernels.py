@@ -37,7 +37,7 @@ def _acts(rng, dtype, shape, extremes):
 
 
 def _kernels(w):
-    return ("shift", "multiply", "auto") if w.has_multiply_form else ("shift", "auto")
+    return ("shift", "multiply", "hybrid", "auto") if w.has_multiply_form else ("shift", "hybrid", "auto")
 
 
 @st.composite
@@ -278,7 +278,7 @@ def test_requantized_output(run_everywhere, mode, per_channel, signed_out, clip,
     lo, hi = ref.activation_bounds(clip, ys, int(zy), zy.dtype)
     want = ref.requantize(acc, ref.derive_requant(mode, xs, ws, ys), int(zy), lo, hi)
     w = ops.pack_shift_weights(s, e)
-    for kernel in ("shift", "multiply"):
+    for kernel in ("shift", "multiply", "hybrid"):
         got = run_everywhere(lambda: ops.shift_matmul(a, w, a_zero_point=60, bias=bias, acc_bits=acc_bits,
                                                       kernel=kernel, a_scale=xs, w_scale=ws, y_scale=ys,
                                                       y_zero_point=zy, mode=mode, clip=clip))
@@ -456,3 +456,154 @@ def test_bench_records_and_cli(monkeypatch):
     assert _core.shift_rows_variant() == 0
     if importlib.util.find_spec("matplotlib") is None:
         assert main(["bench", "shift-vs-mul", "--quick", "--plot", "/tmp/never-written.png"]) == 2
+
+
+# ------------------------------------------------------------------ the hybrid kernel
+
+def _hybrid_name(a, w, za, acc_bits=32):
+    if "avx512vnni" not in pyqinfer.kernel_paths():
+        return None
+    pyqinfer.set_kernel_path("avx512vnni")
+    try:
+        return ops.shift_kernel_name(a, w, a_zero_point=za, acc_bits=acc_bits, kernel="hybrid")
+    finally:
+        pyqinfer.set_kernel_path("auto")
+
+
+@settings(max_examples=40, deadline=None)
+@given(M=st.sampled_from([1, 5, 29, 30, 31, 61, 250]), K=st.sampled_from([1, 3, 4, 127, 128, 255, 301]),
+       N=st.sampled_from([65, 70, 129, 200]), T=st.integers(1, 3), adt=st.sampled_from(["uint8", "int8"]),
+       zsel=st.sampled_from(["min", "max", "mid"]), ns=st.sampled_from([0, 1, 17, -1]),
+       period=st.sampled_from([0, 1, 3]), bias=st.booleans(), extremes=st.booleans(),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_hybrid_matches_oracle_and_other_kernels(run_everywhere, M, K, N, T, adt, zsel, ns, period, bias, extremes,
+                                                 seed):
+    """kernel="hybrid" (VNNI columns + shift-add units in one loop, section 12.4a) ==
+    the int64 oracle == multiply == shift, on every path (the hybrid exists on VNNI;
+    elsewhere it falls back) and thread count, for forced splits (1, 17, N-1 shift
+    columns) and unit periods, rows across blocks of 30 and groups, K across the
+    127-k table blocks, N not a multiple of 16 or 64."""
+    rng = np.random.default_rng(seed)
+    s, e = _terms(rng, T, K, N, 0, 5 if T > 1 else 6, 0.1)  # values fit int8
+    info = np.iinfo(ACT[adt])
+    za = {"min": int(info.min), "max": int(info.max), "mid": 3}[zsel]
+    a = _acts(rng, ACT[adt], (M, K), extremes)
+    b = rng.integers(-2 ** 20, 2 ** 20, N).astype(np.int32) if bias else None
+    w = ops.pack_shift_weights(s, e)
+    want = shift_accumulate_int64(a, s, e, a_zero_point=za, bias=b)
+    pyqinfer._core.set_shift_hybrid(period, N - 1 if ns == -1 else ns)
+    try:
+        name = _hybrid_name(a, w, za)
+        if name is not None:  # a forced split always runs; the automatic one where the model says it pays
+            assert name.startswith("hybrid_vnni") or (ns == 0 and name.startswith("mul_int8")), name
+        got = run_everywhere(lambda: ops.shift_matmul(a, w, a_zero_point=za, bias=b, kernel="hybrid"))
+    finally:
+        pyqinfer._core.set_shift_hybrid(0, 0)
+    for key, y in got.items():
+        np.testing.assert_array_equal(y, want, err_msg=f"{key} {name}")
+    for kernel in ("multiply", "shift"):
+        np.testing.assert_array_equal(ops.shift_matmul(a, w, a_zero_point=za, bias=b, kernel=kernel), want)
+
+
+def test_hybrid_large_against_oracle(run_everywhere):
+    """Several row groups per thread, APoT (T=2), a split with many units."""
+    rng = np.random.default_rng(11)
+    s, e = _terms(rng, 2, 1031, 333, 0, 5, 0.05)
+    a = _acts(rng, np.uint8, (517, 1031), True)
+    w = ops.pack_shift_weights(s, e)
+    want = shift_accumulate_int64(a, s, e, a_zero_point=255)
+    for ns in (0, 100):
+        pyqinfer._core.set_shift_hybrid(0, ns)
+        try:
+            got = run_everywhere(lambda: ops.shift_matmul(a, w, a_zero_point=255, kernel="hybrid"))
+        finally:
+            pyqinfer._core.set_shift_hybrid(0, 0)
+        for y in got.values():
+            np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("acc_bits", [32, 22, 12])
+def test_hybrid_saturation_falls_back(run_everywhere, acc_bits):
+    """The hybrid only runs where the static bound proves sat_W the identity; a layer
+    that may saturate takes the multiply route (same bits as the reference)."""
+    rng = np.random.default_rng(acc_bits)
+    s, e = _terms(rng, 1, 200, 130, 0, 6, 0.0)
+    a = _acts(rng, np.uint8, (40, 200), True)
+    w = ops.pack_shift_weights(s, e)
+    bound = int(shift_accumulator_bound(s, e, a_dtype=np.uint8, a_zero_point=0).max())
+    want = shift_accumulate_int64(a, s, e, a_zero_point=0, acc_bits=acc_bits)
+    pyqinfer._core.set_shift_hybrid(0, 40)  # a forced split: only the bound decides
+    try:
+        name = _hybrid_name(a, w, 0, acc_bits)
+        if name is not None:
+            assert name.startswith("hybrid") == (bound <= 2 ** (acc_bits - 1) - 1), (name, bound)
+        got = run_everywhere(lambda: ops.shift_matmul(a, w, a_zero_point=0, acc_bits=acc_bits, kernel="hybrid"))
+    finally:
+        pyqinfer._core.set_shift_hybrid(0, 0)
+    for y in got.values():
+        np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("signed_out", [False, True])
+def test_hybrid_requantized_and_conv(run_everywhere, signed_out):
+    """Requantized output (the VNNI columns through the GEMM epilogue, the shift
+    columns through finish_row) and shift_conv equal the multiply route."""
+    rng = np.random.default_rng(5)
+    s, e = _terms(rng, 1, 96, 150, 0, 6, 0.1)
+    a = _acts(rng, np.uint8, (70, 96), False)
+    w = ops.pack_shift_weights(s, e)
+    b = rng.integers(-5000, 5000, 150).astype(np.int32)
+    kw = dict(a_zero_point=128, bias=b, a_scale=np.float32(0.02),
+              w_scale=rng.uniform(0.001, 0.01, 150).astype(np.float32), y_scale=np.float32(0.5),
+              y_zero_point=np.int8(-3) if signed_out else np.uint8(100))
+    pyqinfer._core.set_shift_hybrid(0, 40)
+    if _hybrid_name(a, w, 128) is not None:
+        assert _hybrid_name(a, w, 128).startswith("hybrid")
+    want = ops.shift_matmul(a, w, kernel="multiply", **kw)
+    assert want.dtype == (np.int8 if signed_out else np.uint8)
+    try:
+        got = run_everywhere(lambda: ops.shift_matmul(a, w, kernel="hybrid", **kw))
+    finally:
+        pyqinfer._core.set_shift_hybrid(0, 0)
+    for y in got.values():
+        np.testing.assert_array_equal(y, want)
+    cs, ce = _terms(rng, 1, 80, 16 * 3 * 3, 0, 6, 0.1)
+    cw = ops.pack_shift_conv_weights(cs.reshape(1, 80, 16, 3, 3), ce.reshape(1, 80, 16, 3, 3))
+    x = rng.integers(0, 256, (1, 12, 12, 16), dtype=np.uint8)
+    want = ops.shift_conv(x, cw, x_zero_point=7, pads=(1, 1, 1, 1), layout="NHWC", kernel="multiply")
+    for y in run_everywhere(lambda: ops.shift_conv(x, cw, x_zero_point=7, pads=(1, 1, 1, 1), layout="NHWC",
+                                                   kernel="hybrid")).values():
+        np.testing.assert_array_equal(y, want)
+
+
+def test_auto_route_for_values_past_int8():
+    """Values past int8 with an int32 bound: auto takes the shift kernel for 8-bit
+    activations and for 16-bit ones from 8 rows on, the int32 multiply kernel for
+    16-bit activations below 8 rows (section 12.4a); never the hybrid."""
+    rng = np.random.default_rng(2)
+    s, e = _terms(rng, 1, 128, 96, 0, 7, 0.1)
+    s[0, 0, 0], e[0, 0, 0] = 1, 7  # 128: past int8
+    w = ops.pack_shift_weights(s, e)
+    a8 = rng.integers(0, 256, (4, 128), dtype=np.uint8)
+    assert ops.shift_kernel_name(a8, w, a_zero_point=0).startswith("shift")
+    small = rng.integers(-300, 300, (4, 128)).astype(np.int16)
+    big = rng.integers(-300, 300, (8, 128)).astype(np.int16)
+    assert ops.shift_kernel_name(small, w).startswith("mul_int32")
+    assert ops.shift_kernel_name(big, w).startswith("shift")
+    for a, za in ((a8, 0), (small, None), (big, None)):
+        np.testing.assert_array_equal(ops.shift_matmul(a, w, a_zero_point=za),
+                                      shift_accumulate_int64(a, s, e, a_zero_point=za or 0))
+    s2, e2 = _terms(rng, 1, 64, 130, 0, 6, 0.1)
+    w2 = ops.pack_shift_weights(s2, e2)
+    assert not ops.shift_kernel_name(rng.integers(0, 256, (64, 64), dtype=np.uint8), w2,
+                                     a_zero_point=0).startswith("hybrid")
+
+
+def test_hybrid_knobs_reject_bad_values():
+    with pytest.raises(ValueError, match="period"):
+        pyqinfer._core.set_shift_hybrid(-1, 0)
+    with pytest.raises(ValueError, match="shift columns"):
+        pyqinfer._core.set_shift_hybrid(0, -5)
+    w = ops.pack_shift_weights(np.ones((1, 4, 70), np.int8), np.zeros((1, 4, 70), np.int8))
+    with pytest.raises(ValueError, match="kernel"):
+        ops.shift_matmul(np.zeros((2, 4), np.uint8), w, kernel="hybird")

@@ -69,8 +69,10 @@ ShiftArgs make_args(const py::array& a, int32_t a_zero_point, const PackedShift&
     g.kernel = ShiftKernel::kMultiply;
   else if (kernel == "auto")
     g.kernel = ShiftKernel::kAuto;
+  else if (kernel == "hybrid")
+    g.kernel = ShiftKernel::kHybrid;
   else
-    throw std::invalid_argument("kernel must be 'shift', 'multiply' or 'auto'");
+    throw std::invalid_argument("kernel must be 'shift', 'multiply', 'hybrid' or 'auto'");
   return g;
 }
 
@@ -109,6 +111,9 @@ void bind_shift(py::module_& m) {
         "The rows-in-lanes shift kernel for A/B benchmarks (all bit-exact): 0 auto, 1 exponent buckets, "
         "2 chunks of 8, 3 chunks of 16, 4 the column kernels.");
   m.def("shift_rows_variant", &shift_rows_variant);
+  m.def("set_shift_hybrid", &set_shift_hybrid, py::arg("period") = 0, py::arg("ns") = 0,
+        "A/B knobs of the hybrid kernel (all bit-exact): one shift unit per `period` VNNI K groups (0: the "
+        "default), `ns` shift columns (0: the automatic split).");
   m.def("pack_shift", &pack_shift, py::arg("signs"), py::arg("exponents"), py::arg("rule"),
         "Pack shift-weight terms (int8 [T, K, N] signs and exponents) for shift_gemm.");
   m.def("shift_gemm", &shift_gemm_py, py::arg("a"), py::arg("a_zero_point"), py::arg("packed"), py::arg("bias"),

@@ -330,12 +330,96 @@ const std::vector<int32_t>& PackedShift::lut4_colsum() const {
 }
 #endif
 
+namespace {
+
+// Per column n and k block: the active terms' table offsets grouped by exponent
+// (rows[e], e <= 16), as rows_stream; visit(n, kb, rows) sees each.
+template <typename Visit>
+void hybrid_groups(const std::vector<int8_t>& terms, int64_t K, int T, int64_t n0, int64_t n1, bool kb_major,
+                   Visit visit) {
+  const int64_t nkb = (K + kShiftBucketK - 1) / kShiftBucketK;
+  std::vector<uint16_t> rows[kShiftChunkMaxExp + 1];
+  auto one = [&](int64_t n, int64_t kb) {
+    for (auto& r : rows) r.clear();
+    const int64_t k1 = std::min<int64_t>(K, (kb + 1) * kShiftBucketK);
+    for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
+      for (int t = 0; t < T; ++t) {
+        const int8_t* d = &terms[static_cast<size_t>(((n * K + k) * T + t) * 2)];
+        const int off = static_cast<int>(k - kb * kShiftBucketK);
+        if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
+      }
+    visit(n, kb, rows);
+  };
+  if (kb_major) {
+    for (int64_t kb = 0; kb < nkb; ++kb)
+      for (int64_t n = n0; n < n1; ++n) one(n, kb);
+  } else {
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t kb = 0; kb < nkb; ++kb) one(n, kb);
+  }
+}
+
+}  // namespace
+
+int64_t PackedShift::hybrid_units(int64_t n) const {
+  std::lock_guard<std::mutex> g(mu_);
+  if (hybrid_units_.empty()) {
+    std::vector<int64_t> cnt(static_cast<size_t>(N_), 0);
+    hybrid_groups(terms_, K_, T_, 0, N_, false, [&](int64_t c, int64_t, const std::vector<uint16_t>* rows) {
+      for (int e = 0; e <= kShiftChunkMaxExp; ++e) cnt[c] += static_cast<int64_t>((rows[e].size() + 7) / 8);
+    });
+    hybrid_units_ = std::move(cnt);
+  }
+  return hybrid_units_[n];
+}
+
+#if defined(PYQ_X86)
+const ShiftHybrid& PackedShift::hybrid(int64_t Nv) const {
+  if (!fits_int8() || max_exponent() > kShiftChunkMaxExp || Nv < 1 || Nv >= N_)
+    throw std::logic_error("the hybrid needs int8 values, exponents <= 16 and 1 <= Nv < N");
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = hybrids_.find(Nv);
+  if (it != hybrids_.end()) return *it->second;
+  auto h = std::make_unique<ShiftHybrid>();
+  h->Nv = Nv;
+  std::vector<int8_t> w(static_cast<size_t>(Nv * K_));
+  h->colsum.assign(static_cast<size_t>(Nv), 0);
+  for (int64_t i = 0; i < Nv * K_; ++i) {
+    w[static_cast<size_t>(i)] = static_cast<int8_t>(decoded(i));
+    h->colsum[static_cast<size_t>(i / K_)] += w[static_cast<size_t>(i)];
+  }
+  const GemmKernel* kern = avx512vnni_gemm_kernel();
+  h->packed = std::make_unique<AlignedBuffer>(kern->packed_size(Nv, K_));
+  kern->pack(w.data(), Nv, K_, h->packed->data());
+  hybrid_groups(terms_, K_, T_, Nv, N_, true, [&](int64_t n, int64_t kb, const std::vector<uint16_t>* rows) {
+    for (int e = 0; e <= kShiftChunkMaxExp; ++e)
+      for (size_t i = 0; i < rows[e].size(); i += 8) {
+        uint16_t o[8];
+        for (size_t j = 0; j < 8; ++j) o[j] = i + j < rows[e].size() ? rows[e][i + j] : kZeroRow;
+        uint64_t lo = 0, hi = 0;
+        for (int j = 3; j >= 0; --j) {
+          lo = (lo << 16) | o[j];
+          hi = (hi << 16) | o[4 + j];
+        }
+        h->units.push_back(static_cast<uint64_t>(kb) | static_cast<uint64_t>(kShiftChunkMaxExp - e) << 16 |
+                           static_cast<uint64_t>(n - Nv) << 32);
+        h->units.push_back(lo);
+        h->units.push_back(hi);
+      }
+  });
+  const ShiftHybrid& ref = *h;
+  hybrids_.emplace(Nv, std::move(h));
+  return ref;
+}
+#endif
+
 size_t PackedShift::packed_bytes() const {
   std::lock_guard<std::mutex> g(mu_);
   size_t total = pack16_.size() * 2 + terms_.size() + w_nk_.size() * 8;
   if (w8_) total += w8_->packed_bytes();
   total += w32_kn_.size() * 4 + pack32_.size() * 4;
   if (lut4_) total += lut4_->size();
+  for (const auto& h : hybrids_) total += h.second->packed->size() + h.second->units.size() * 8 + h.second->colsum.size() * 4;
   if (buckets_) total += buckets_->stream.size() * 2 + buckets_->start.size() * 8;
   for (const auto& c : chunks_)
     if (c) total += c->stream.size() * 2 + c->start.size() * 8;
@@ -347,8 +431,11 @@ size_t PackedShift::packed_bytes() const {
 namespace {
 
 std::atomic<int> g_rows_variant{0};
+std::atomic<int> g_hybrid_period{0};
+std::atomic<int64_t> g_hybrid_ns{0};
+constexpr int kHybridDefaultPeriod = 2;  // measured: 0.93x vs 0.89x (period 1) at 1024^3
 
-enum class Route { kShift, kShiftBucket, kMulInt8, kMulLut4, kMulInt32, kMulWide };
+enum class Route { kShift, kShiftBucket, kMulInt8, kMulLut4, kMulInt32, kMulWide, kHybrid };
 
 struct Prepared {
   Route route = Route::kShift;
@@ -358,6 +445,8 @@ struct Prepared {
   ShiftComputeFn compute = nullptr;
   ShiftMulFn mul32 = nullptr;
   int chunk = 0;  // kShiftBucket: terms per chunk (8, 16), or 0 for the exponent groups
+  int64_t hybrid_nv = 0;  // kHybrid: VNNI columns [0, hybrid_nv)
+  int hybrid_period = 1;
   bool wide128 = false;
   bool no_saturation = false;
   std::string name;
@@ -387,6 +476,35 @@ void check_args(const ShiftArgs& g) {
     throw std::invalid_argument("rule deepshift needs signed activations (int8, int16, int32)");
 }
 
+// The hybrid's column split (section 12.4a), in units of one 6x64x4 VNNI step: a
+// row block of 30 rows runs 5 * panels(Nv) * ceil(K/4) steps and absorbs one unit per
+// `period` of them; units beyond that run alone (about kAloneCost of a step each),
+// absorbed ones cost kFusedCost extra (0.09 measured at 1024^3). Nv runs over
+// multiples of 64; the split with the lowest modelled cost wins if it beats all
+// columns on VNNI (5 * ceil(N/64) * ceil(K/4) steps). Returns Nv (0: no split; the
+// caller then takes the multiply route).
+constexpr double kAloneCost = 0.5, kFusedCost = 0.1;
+int64_t hybrid_split(const PackedShift& w, int period) {
+  const int64_t N = w.N(), kg = (w.K() + 3) / 4;
+  const int64_t forced = g_hybrid_ns.load();
+  if (forced > 0) return forced < N ? N - forced : 0;
+  int64_t best_nv = 0;
+  double best = 5.0 * static_cast<double>((N + 63) / 64 * kg);
+  int64_t units = 0;  // of columns [Nv, N)
+  for (int64_t nv = N - 1; nv >= 64; --nv) {
+    units += w.hybrid_units(nv);
+    if (nv % 64 != 0) continue;
+    const double steps = 5.0 * static_cast<double>(nv / 64 * kg);
+    const double cap = steps / period, u = static_cast<double>(units);
+    const double cost = steps + kFusedCost * std::min(u, cap) + kAloneCost * std::max(0.0, u - cap);
+    if (cost < best) {
+      best = cost;
+      best_nv = nv;
+    }
+  }
+  return best_nv;
+}
+
 Prepared prepare(const ShiftArgs& g) {
   check_args(g);
   const PackedShift& w = *g.w;
@@ -404,14 +522,42 @@ Prepared prepare(const ShiftArgs& g) {
   pr.wide128 = worst > (static_cast<__int128>(1) << 62);
   const bool eight = g.a_type == ShiftActType::kU8 || g.a_type == ShiftActType::kS8;
   const KernelPath path = active_path();
+  const bool fits32 = worst <= INT32_MAX;
   ShiftKernel kern = g.kernel;
-  if (kern == ShiftKernel::kAuto) kern = w.decodable() ? ShiftKernel::kMultiply : ShiftKernel::kShift;
+  if (kern == ShiftKernel::kAuto) {
+    kern = w.decodable() ? ShiftKernel::kMultiply : ShiftKernel::kShift;
+    // Values past int8 with an int32 bound would take the int32-lane multiply
+    // kernel; the shift kernels measured faster there for 8-bit activations (1.4-5x)
+    // and for 16-bit activations from 8 rows on (1.3-2.2x; 0.66-1.04x for one row).
+    if (kern == ShiftKernel::kMultiply && !(eight && w.fits_int8()) && w.fits_int32() && fits32 &&
+        (eight || g.M >= 8))
+      kern = ShiftKernel::kShift;
+  }
+#if defined(PYQ_X86)
+  if (kern == ShiftKernel::kHybrid) {
+    // VNNI columns + shift columns in one loop: int8 values, exponents <= 16, an
+    // int32 bound and no saturation (the VNNI epilogue stores the final values).
+    const int period = g_hybrid_period.load() > 0 ? g_hybrid_period.load() : kHybridDefaultPeriod;
+    const int64_t nv = path == KernelPath::kAvx512vnni && eight && w.fits_int8() && fits32 && pr.no_saturation &&
+                               w.max_exponent() <= kShiftChunkMaxExp && w.K() < 65536 * kShiftBucketK
+                           ? hybrid_split(w, period)
+                           : 0;
+    if (nv > 0) {
+      pr.route = Route::kHybrid;
+      pr.hybrid_nv = nv;
+      pr.hybrid_period = period;
+      pr.name = "hybrid_vnni" + std::to_string(nv) + "+shift" + std::to_string(w.N() - nv) + "_p" +
+                std::to_string(period) + "_avx512vnni";
+      return pr;
+    }
+  }
+#endif
+  if (kern == ShiftKernel::kHybrid) kern = w.decodable() ? ShiftKernel::kMultiply : ShiftKernel::kShift;
   if (kern == ShiftKernel::kMultiply) {
     if (!w.decodable())
       throw std::invalid_argument(
           "kernel='multiply' needs integer weight values; rule deepshift with negative exponents floors each "
           "term product (section 12.1) and has no multiply form: use kernel='shift' or 'auto'");
-    const bool fits32 = worst <= INT32_MAX;
     if (eight && w.fits_int8() && fits32) {
 #if defined(PYQ_X86)
       if (path == KernelPath::kAvx512vnni && w.distinct_values() <= 16 && g.M <= 16) {
@@ -677,9 +823,91 @@ void run_buckets(const ShiftArgs& g, const GemmProblem& ep, int chunk, bool dire
 }
 #endif
 
+#if defined(PYQ_X86)
+// The hybrid route: one task per thread, a range of whole row blocks
+// (kHybridRows rows); the VNNI tiles of columns [0, Nv) run panel by panel over all
+// its rows (their epilogue adds the bias and stores or requantizes), the shift job's
+// units of columns [Nv, N) inside them, block after block; then the shift columns'
+// store (sat_W is the identity: the route needs no saturation). Panels over all rows
+// keep B's panel in L2 as the int8 GEMM does: groups of 30-90 rows under the panel
+// loop re-read B (1 MB at 1024^2, one core's L2) and measured ~9 % slower.
+void run_hybrid(const ShiftArgs& g, const GemmProblem& ep, const Prepared& pr) {
+  const PackedShift& w = *g.w;
+  const ShiftHybrid& hy = w.hybrid(pr.hybrid_nv);
+  const int64_t M = g.M, N = w.N(), K = w.K(), Nv = hy.Nv, Ns = N - Nv;
+  const bool s8 = g.a_type == ShiftActType::kS8;
+  std::vector<int32_t> colterm(static_cast<size_t>(Nv));
+  const uint32_t za = static_cast<uint32_t>(g.a_zero_point + (s8 ? 128 : 0));
+  for (int64_t n = 0; n < Nv; ++n)
+    colterm[n] = static_cast<int32_t>((g.bias ? static_cast<uint32_t>(g.bias[n]) : 0u) -
+                                      za * static_cast<uint32_t>(hy.colsum[n]));
+  GemmProblem p = ep;
+  p.a = static_cast<const uint8_t*>(g.a);
+  p.lda = K;
+  p.a_xor = s8 ? 0x80808080u : 0u;
+  p.M = M;
+  p.N = Nv;
+  p.K = K;
+  p.packed = hy.packed->data();
+  p.colterm = colterm.data();
+  p.out_kind = g.out_kind;
+  p.out = g.out;
+  p.ldc = N;
+  HybridBlock hb;
+  hb.a = p.a;
+  hb.lda = K;
+  hb.s8 = s8;
+  hb.za = g.a_zero_point;
+  hb.K = K;
+  hb.Ns = Ns;
+  hb.units = hy.units.data();
+  hb.nunits = static_cast<int64_t>(hy.units.size() / 3);
+  hb.period = pr.hybrid_period;
+  const int64_t xt_elems = (K + kShiftBucketK - 1) / kShiftBucketK * kShiftBucketRows * 32;
+  const int64_t blocks = (M + kHybridRows - 1) / kHybridRows;
+  const int nthreads = threads_for(M * N * K);
+  const int64_t tasks = std::min<int64_t>(blocks, nthreads);
+  parallel_for(static_cast<int>(tasks), nthreads, [&](int t) {
+    const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
+    const int64_t m0 = b0 * kHybridRows, rows_total = std::min<int64_t>(M, b1 * kHybridRows) - m0;
+    std::vector<int16_t> xt_store(static_cast<size_t>(xt_elems + 32));
+    std::vector<int32_t> sacc_store(static_cast<size_t>((b1 - b0) * Ns * 32 + 16));
+    int16_t* xt = reinterpret_cast<int16_t*>((reinterpret_cast<uintptr_t>(xt_store.data()) + 63) & ~uintptr_t{63});
+    int32_t* sacc = reinterpret_cast<int32_t*>((reinterpret_cast<uintptr_t>(sacc_store.data()) + 63) & ~uintptr_t{63});
+    int64_t sums[kShiftPanel];
+    if (rows_total > 0) {
+      shift_hybrid_block_avx512vnni(hb, p, m0, rows_total, xt, sacc);
+      for (int64_t r = 0; r < rows_total; ++r) {
+        const int64_t blk = r / kHybridRows, rr = r % kHybridRows;
+        const int32_t* src = sacc + blk * Ns * 32 + (rr & 1) * 16 + (rr >> 1);
+        if (g.out_kind == OutKind::kInt32) {
+          int32_t* out = static_cast<int32_t*>(g.out) + (m0 + r) * N + Nv;
+          for (int64_t j = 0; j < Ns; ++j)
+            out[j] = static_cast<int32_t>(static_cast<uint32_t>(src[j * 32]) +
+                                          (g.bias ? static_cast<uint32_t>(g.bias[Nv + j]) : 0u));
+          continue;
+        }
+        for (int64_t j0 = 0; j0 < Ns; j0 += kShiftPanel) {
+          const int64_t cnt = std::min<int64_t>(kShiftPanel, Ns - j0);
+          for (int64_t j = 0; j < cnt; ++j) sums[j] = src[(j0 + j) * 32];
+          finish_row(g, ep, m0 + r, Nv + j0, cnt, sums);
+        }
+      }
+    }
+  });
+}
+#endif
+
 }  // namespace
 
 std::string shift_gemm_kernel_name(const ShiftArgs& args) { return prepare(args).name; }
+
+void set_shift_hybrid(int period, int64_t ns) {
+  if (period < 0 || period > 64) throw std::invalid_argument("hybrid period must be in [0, 64] (0: default)");
+  if (ns < 0) throw std::invalid_argument("hybrid shift columns must be >= 0 (0: automatic)");
+  g_hybrid_period.store(period);
+  g_hybrid_ns.store(ns);
+}
 
 void set_shift_rows_variant(int v) {
   if (v < 0 || v > 4)
@@ -737,6 +965,10 @@ void shift_gemm(const ShiftArgs& g) {
   }
 
 #if defined(PYQ_X86)
+  if (pr.route == Route::kHybrid) {
+    run_hybrid(g, ep, pr);
+    return;
+  }
   if (pr.route == Route::kShiftBucket) {
     run_buckets(g, ep, pr.chunk, pr.no_saturation && g.out_kind == OutKind::kInt32);
     return;

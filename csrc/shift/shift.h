@@ -19,7 +19,7 @@
 namespace pyq {
 
 enum class ShiftRule : int32_t { kExact = 0, kDeepShift = 1 };
-enum class ShiftKernel : int32_t { kShift = 0, kMultiply = 1, kAuto = 2 };
+enum class ShiftKernel : int32_t { kShift = 0, kMultiply = 1, kAuto = 2, kHybrid = 3 };
 enum class ShiftActType : int32_t { kU8 = 0, kS8 = 1, kS16 = 2, kS32 = 3 };
 
 constexpr int kShiftPanel = 64;      // columns per packed panel
@@ -120,6 +120,40 @@ constexpr int kShiftChunkMaxExp = 16;
 void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
                            int64_t pn, int C, int32_t* acc);
 
+// The hybrid kernel (shift_hybrid_avx512vnni.cpp, section 12.4a): VNNI tiles on the
+// decoded int8 weights of columns [0, Nv) with shift-add units of columns [Nv, N)
+// interleaved in their K loop. A unit is 3 uint64: kb | (16 - e) << 16 | column << 32
+// (column counted from Nv), then 8 uint16 byte offsets into table block kb.
+constexpr int64_t kHybridRows = 30;  // rows per block: 5 VNNI tiles of 6, one 32-lane table
+struct HybridBlock {
+  const uint8_t* a = nullptr;
+  int64_t lda = 0;
+  bool s8 = false;
+  int32_t za = 0;
+  int64_t K = 0, Ns = 0;
+  const uint64_t* units = nullptr;
+  int64_t nunits = 0;
+  int period = 1;  // one unit after every `period` K groups of a VNNI tile
+};
+struct ShiftHybrid {
+  int64_t Nv = 0;
+  std::unique_ptr<AlignedBuffer> packed;  // VNNI layout of the int8 weights of columns [0, Nv)
+  std::vector<int32_t> colsum;            // [Nv]
+  std::vector<uint64_t> units;            // the shift columns' units, k block by k block
+};
+#if defined(PYQ_X86)
+// Rows [m0, m0 + nrows) (a task's rows, any number): p is the VNNI problem of columns
+// [0, Nv) (its own epilogue stores them), run panel by panel over all the rows; the
+// shift job walks the rows in blocks of kHybridRows, one activation table at a time
+// (xt: nkb * kShiftBucketRows * 32 int16, 64-byte aligned), into sacc: per block
+// [Ns][32] int32 shift-column sums (even rows in lanes 0..15, odd in 16..31).
+void shift_hybrid_block_avx512vnni(const HybridBlock& h, const GemmProblem& p, int64_t m0, int64_t nrows,
+                                   int16_t* xt, int32_t* sacc);
+#endif
+// A/B knobs of the hybrid (every choice is bit-exact): period >= 1, or 0 for the
+// default; ns: the number of shift columns (0: the automatic split).
+void set_shift_hybrid(int period, int64_t ns);
+
 // Which kernel the shift route takes for layers the rows-in-lanes kernels can run
 // (A/B benchmarks; every choice is bit-exact): 0 auto (chunks of 16 when every
 // exponent is <= 16, else buckets unless every panel has int16 column lanes), forced: 1 buckets, 2 chunks of 8, 3 chunks of 16 (2 and 3 fall back to
@@ -175,6 +209,11 @@ class PackedShift {
   // decoded values as 4-bit LUT indices, packed for the LUT kernel (distinct <= 16, fits int8)
   const uint8_t* lut4_packed() const;
   const std::vector<int32_t>& lut4_colsum() const;  // sum_k w[k, n]
+  // Units of 8 terms of column n (all k blocks), for the hybrid split.
+  int64_t hybrid_units(int64_t n) const;
+  // The hybrid's data for VNNI columns [0, Nv), built on first use (fits_int8,
+  // max_exponent() <= 16).
+  const ShiftHybrid& hybrid(int64_t Nv) const;
   size_t packed_bytes() const;
 
  private:
@@ -200,6 +239,8 @@ class PackedShift {
   mutable std::unique_ptr<ShiftBuckets> chunks_[2];  // C = 8, 16
   mutable std::unique_ptr<AlignedBuffer> lut4_;
   mutable std::vector<int32_t> lut4_colsum_;
+  mutable std::vector<int64_t> hybrid_units_;
+  mutable std::map<int64_t, std::unique_ptr<ShiftHybrid>> hybrids_;
 };
 
 struct ShiftArgs {

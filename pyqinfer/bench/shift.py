@@ -48,7 +48,7 @@ PJ_MAC = PJ_MUL8 + PJ_ADD32
 PJ_SHIFT_ADD = PJ_ADD16 + PJ_ADD32
 
 SCHEMES = ("pot4", "apot4")
-KERNELS = ("shift", "multiply", "int8")
+KERNELS = ("shift", "multiply", "int8", "hybrid")
 #: extra shift engines of ``--ab-rows`` (GEMM cases): the kernel forced with
 #: ``_core.set_shift_rows_variant`` (1 exponent buckets, 2 chunks of 8, 3 chunks of 16,
 #: 4 the column kernels; the first three need >= 32 rows and 8-bit activations)
@@ -143,6 +143,7 @@ class Case:
                 "shift": shift(0),
                 "multiply": lambda: ops.shift_matmul(a, self.w, a_zero_point=za, kernel="multiply"),
                 "int8": lambda: ops.matmul_integer(a, self.w8, za),
+                "hybrid": lambda: ops.shift_matmul(a, self.w, a_zero_point=za, kernel="hybrid"),
             }
             if ab_rows:
                 fns.update({name: shift(v) for name, v in AB_ROWS.items()})
@@ -152,6 +153,7 @@ class Case:
             "shift": lambda: ops.shift_conv(a, self.w, x_zero_point=za, kernel="shift", **geo),
             "multiply": lambda: ops.shift_conv(a, self.w, x_zero_point=za, kernel="multiply", **geo),
             "int8": lambda: ops.conv_integer(a, self.w8, np.uint8(za), **geo),
+            "hybrid": lambda: ops.shift_conv(a, self.w, x_zero_point=za, kernel="hybrid", **geo),
         }
 
     def exact(self, outs):
@@ -196,7 +198,7 @@ def bench_case(name, scheme, threads, *, min_runs=5, target_seconds=0.3, ab_rows
                 if k != "int8":
                     _core.set_shift_rows_variant(AB_ROWS.get(k, 0))
                     kernel_names[k] = ops.shift_kernel_name(case.a, case.w, a_zero_point=case.za,
-                                                            kernel="multiply" if k == "multiply" else "shift")
+                                                            kernel=k if k in ("multiply", "hybrid") else "shift")
     finally:
         set_num_threads(old)
         _core.set_shift_rows_variant(0)
@@ -210,7 +212,7 @@ def bench_case(name, scheme, threads, *, min_runs=5, target_seconds=0.3, ab_rows
             "shape": name, "scheme": scheme if k != "int8" else "int8", "kernel": k, "threads": threads,
             "gops": 2.0 * case.macs / sec / 1e9, "seconds": sec, "runs": times[k]["runs"],
             "bit_exact": exact[k], "macs": case.macs,
-            "model_energy_uj": (shift_pj if k.startswith("shift") else mul_pj) / 1e6,
+            "model_energy_uj": (shift_pj if k.startswith("shift") else mul_pj) / 1e6,  # hybrid: as multiply (most columns)
             "kernel_name": kernel_names.get(k),
             "im2col_seconds": gather if k != "int8" else None,
             "codes_scheme": scheme,
@@ -257,6 +259,9 @@ bit_exact: shift and multiply == the int64 oracle of the decoded weights; int8 =
 model uJ*: HARDWARE MODEL, not a CPU measurement: Horowitz ISSCC 2014 45 nm arithmetic energy,
   MAC = 8b mult 0.2 pJ + 32b add 0.1 pJ; shift-add = 32b add 0.1 pJ + shift modelled as a 16b add
   0.05 pJ (the table has no shift); off terms free; memory traffic excluded.
+hybrid: kernel="hybrid": VNNI tiles on the decoded int8 values of most columns with shift-add
+  units of the other columns in the same loop (section 12.4a); falls back to multiply where
+  it does not apply (the kernel name says which).
 shift:bucket, shift:chunk8, shift:chunk16, shift:columns (--ab-rows): the shift kernel with its
   variant forced (A/B in the same run; the plain shift row takes the automatic choice).
 note: the shift kernel's lane plan (int16/int32/wide panels) or the multiply route; for
@@ -278,11 +283,11 @@ def plot(records, path):
         if key not in groups:
             groups.append(key)
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(groups)), 4.5))
-    width = 0.27
+    width = 0.8 / len(KERNELS)
     for i, k in enumerate(KERNELS):
         vals = [next((r["gops"] for r in records if (r["shape"], r["codes_scheme"]) == g and r["kernel"] == k), 0)
                 for g in groups]
-        ax.bar(np.arange(len(groups)) + (i - 1) * width, vals, width, label=k)
+        ax.bar(np.arange(len(groups)) + (i - (len(KERNELS) - 1) / 2) * width, vals, width, label=k)
     ax.set_xticks(np.arange(len(groups)))
     ax.set_xticklabels([f"{s}\n{sc}" for s, sc in groups], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("GOP/s (median)")

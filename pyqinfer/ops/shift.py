@@ -5,7 +5,7 @@ terms (PoT, log and DeepShift: one term; APoT: two or three). The terms are
 int8 arrays ``signs`` (-1, 0, +1) and ``exponents`` of shape [T, K, N] (or [K, N]
 for one term); the code formats (PoT/APoT/log encoders) produce them.
 
-Two kernels compute the same bits (section 12.4a):
+The kernels compute the same bits (section 12.4a):
 
 * ``kernel="shift"``: every product is a shift (AVX-512BW ``vpsllvw`` on int16
   lanes where the static bound allows, ``vpsllvd`` int32 lanes otherwise, int64
@@ -14,7 +14,16 @@ Two kernels compute the same bits (section 12.4a):
   (the int8 VNNI GEMM when they fit int8, a 4-bit table kernel when a layer has at
   most 16 distinct values, int32/int64 otherwise). Rule ``"deepshift"`` with a
   negative exponent floors each product and has no multiply form: ValueError.
-* ``kernel="auto"`` (default): multiply when the weights have one, else shift.
+* ``kernel="hybrid"``: on AVX-512 VNNI, most columns on the int8 VNNI kernel
+  and the rest as shift-add units inside the same loop (section 12.4a); only
+  where nothing can saturate and the values fit int8, else as ``"multiply"``.
+  Bit-exact like the others; measured 0.91-0.93x of the int8 route at 1024^3
+  PoT-4 (docs/performance.md), so ``"auto"`` does not pick it.
+* ``kernel="auto"`` (default): multiply when the weights have one, else shift;
+  but where the multiply form would be the int32-lane kernel (values past int8)
+  the shift kernel, for 8-bit activations and for 16-bit ones with >= 8 rows
+  (measured 1.3-5x faster there; the int32 multiply kernel stays below 8 rows of
+  16-bit activations).
 
 >>> import numpy as np, pyqinfer.ops as ops
 >>> s = np.array([[[1, -1]], [[1, 0]]], np.int8)           # T=2, K=1, N=2
@@ -41,7 +50,7 @@ __all__ = ["SHIFT_RULES", "SHIFT_KERNELS", "PackedShiftWeights", "pack_shift_wei
 #: Product rules (docs/semantics.md 12.1).
 SHIFT_RULES = ("exact", "deepshift")
 #: Kernel choices of :func:`shift_matmul`.
-SHIFT_KERNELS = ("shift", "multiply", "auto")
+SHIFT_KERNELS = ("shift", "multiply", "hybrid", "auto")
 MODES = ("fp32", "q31", "q31_single", "pot")
 
 _ACT = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
@@ -196,7 +205,7 @@ def shift_matmul(a, w, *, a_zero_point=None, bias=None, acc_bits=32, kernel="aut
     (``rule`` applies to a tuple). Returns int32 ``acc``, or, with ``y_scale``, the
     requantized 8-bit output exactly as :func:`qlinear_matmul` (``a_scale``,
     ``w_scale`` scalar or per column, ``y_zero_point`` sets the dtype, ``mode``,
-    ``clip``; section 12.4). ``kernel``: ``"shift"``, ``"multiply"`` or ``"auto"``;
+    ``clip``; section 12.4). ``kernel``: ``"shift"``, ``"multiply"``, ``"hybrid"`` or ``"auto"`` (module docstring);
     every choice gives the same bits.
     """
     w = _weights(w, rule)

@@ -226,8 +226,9 @@ def build_multi_threshold(plan, n, st):
         r = ops.multi_threshold(xx, T, osc, obi, data_layout=lay, out_dtype=odt, lut=lut)
         return r.astype(np.float32) if (lut is None and odt is None) else r
 
-    # integer input, integer thresholds and an integer output: per-channel searchsorted on
-    # contiguous rows (the thresholds of a channel stay in L1), exact integer comparisons
+    # integer input, integer thresholds and an integer output whose static range fits: the C++
+    # kernel (csrc/threshold/, semantics 13.1) on thresholds prepared once per input dtype; the
+    # numpy per-channel searchsorted (exact int64 comparisons) where the kernel does not apply
     int_fast = (T.dtype.kind in "iu" and lut is None and odt is not None
                 and float(osc if osc is not None else 1) == int(osc if osc is not None else 1)
                 and float(obi if obi is not None else 0) == int(obi if obi is not None else 0))
@@ -237,6 +238,14 @@ def build_multi_threshold(plan, n, st):
         ends = (o_b, o_b + o_s * T.shape[1])
         int_fast = info.min <= min(ends) and max(ends) <= info.max
     Tsorted = np.sort(T.astype(np.int64), axis=1) if int_fast else None
+    ktables = {}
+
+    def kernel_table(dt):
+        """The prepared C++ table for input dtype dt, or None (built once per dtype)."""
+        if dt not in ktables:
+            ktables[dt] = (ops.int_threshold_table(T, dt, o_s, o_b, odt, sign)
+                           if int_fast and dt.isnative else None)
+        return ktables[dt]
 
     def int_count(x, ax):
         C = x.shape[ax]
@@ -252,8 +261,16 @@ def build_multi_threshold(plan, n, st):
 
     def f(x):
         try:
-            if int_fast and x.dtype.kind in "iu" and 2 <= x.dtype.itemsize and x.dtype != np.uint64 and x.ndim >= 1:
-                return int_count(x, _axis(x.ndim, layout))
+            if int_fast and x.dtype.kind in "iu" and x.ndim >= 1:
+                tab = kernel_table(x.dtype)
+                if tab is not None:
+                    if sign is not None and sign.size != x.shape[_axis(x.ndim, layout)]:
+                        raise ValueError(f"{sign.size} channel signs but x has "
+                                         f"{x.shape[_axis(x.ndim, layout)]} channels")
+                    return _core.multi_threshold_int(np.ascontiguousarray(x), tab, _axis(x.ndim, layout),
+                                                     np.dtype(odt).name)
+                if 2 <= x.dtype.itemsize and x.dtype != np.uint64:
+                    return int_count(x, _axis(x.ndim, layout))
             if x.dtype in (np.uint8, np.int8) and x.ndim >= 1:   # 8-bit input: a [C, 256] table, built once
                 ax = _axis(x.ndim, layout)
                 C = x.shape[ax]
@@ -269,8 +286,16 @@ def build_multi_threshold(plan, n, st):
         except (TypeError, ValueError) as e:
             raise _err(n, str(e)) from None
     st.fast = st.slow = f
-    st.kernel = "numpy thresholds" + (" (8-bit input: table)" if t_x.dtype in (np.uint8, np.int8) else
-                                      " (searchsorted per channel, int64)" if int_fast else " (searchsorted per channel)")
+    ktab = kernel_table(np.dtype(t_x.dtype)) if int_fast else None
+    if ktab is not None:
+        nd = len(t_x.shape) if t_x.shape is not None else 4
+        lanes = ktab.rows > 1 and _axis(nd, layout) == nd - 1
+        st.kernel = (f"C++ thresholds ({_core.threshold_kernel_name()}, {ktab.algo(lanes)}"
+                     f"{', channels in lanes' if lanes else ''}, W={ktab.width})")
+    else:
+        st.kernel = "numpy thresholds" + (" (8-bit input: table)" if t_x.dtype in (np.uint8, np.int8) else
+                                          " (searchsorted per channel, int64)" if int_fast else
+                                          " (searchsorted per channel)")
     st.info = {"thresholds": f"{T.shape[0]}x{T.shape[1]}", "source": n.attrs.get("source")}
 
 

@@ -28,8 +28,8 @@ using namespace pyq::pyarr;  // NOLINT: array predicates
 
 // Compare-and-count up to this many thresholds per row, a binary search above
 // (benchmarks/threshold_bench.py measured the crossover; both are exact).
-constexpr int64_t kCountMaxSpan = 7;    // one row for a run of elements (register search from 8 up)
-constexpr int64_t kCountMaxLanes = 24;  // channels in the lanes (gathered search)
+constexpr int64_t kCountMaxSpan = 6;    // one row for a run of elements (register search above)
+constexpr int64_t kCountMaxLanes = 96;  // channels in the lanes (gathered search above)
 
 struct ThresholdTable {
   std::string in_dtype;

@@ -4,7 +4,8 @@
 //   span  (one threshold row for a run of elements: per-tensor thresholds, or one
 //          channel of an NCHW tensor): compare-and-count against broadcast
 //          thresholds, or a branchless binary search whose row sits in one or two
-//          registers (vpermd / vpermt2d, rows up to 31 entries) or is gathered.
+//          registers (vpermd / vpermt2d, rows up to 31 entries) or, for longer
+//          rows, searches 31 splitters in registers first and gathers the rest.
 //   lanes (channels contiguous, per-channel thresholds: NHWC or [N, C]): the
 //          channels in the lanes; compare-and-count against the transposed
 //          thresholds [W, Cp], or a binary search gathering from each lane's row.
@@ -74,7 +75,22 @@ __attribute__((always_inline)) inline void span_search(const ThresholdArgs& a, c
     xv[q] = load16(x + 16 * q, q == NV - 1 ? kl : static_cast<__mmask16>(0xFFFF));
     pos[q] = _mm512_setzero_si512();
   }
-  for (int32_t step = a.k > 0 ? 1 << (a.k - 1) : 0; step; step >>= 1) {
+  int32_t step = a.k > 0 ? 1 << (a.k - 1) : 0;
+  if constexpr (L == Lookup::kGather) {
+    // The first 5 steps only ever read the 31 entries tree[(i + 1) * 2^(k - 5) - 1] (held in
+    // t0, t1): a binary search over them gives pos / 2^(k - 5); the remaining k - 5 steps gather.
+    for (int32_t ts = 16; ts; ts >>= 1) {
+      const __m512i off = _mm512_set1_epi32(ts - 1), st = _mm512_set1_epi32(ts);
+      for (int q = 0; q < NV; ++q) {
+        const __m512i v = _mm512_permutex2var_epi32(t0, _mm512_add_epi32(pos[q], off), t1);
+        pos[q] = _mm512_mask_add_epi32(pos[q], _mm512_cmpgt_epi32_mask(xv[q], v), pos[q], st);
+      }
+    }
+    const __m128i sh = _mm_cvtsi32_si128(a.k - 5);
+    for (int q = 0; q < NV; ++q) pos[q] = _mm512_sll_epi32(pos[q], sh);
+    step >>= 5;
+  }
+  for (; step; step >>= 1) {
     const __m512i off = _mm512_set1_epi32(step - 1), st = _mm512_set1_epi32(step);
     for (int q = 0; q < NV; ++q) {
       const __m512i idx = _mm512_add_epi32(pos[q], off);
@@ -108,7 +124,13 @@ void span_loop(const ThresholdArgs& a, int64_t i0, int64_t i1, int64_t r) {
   const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(a.bias[r]));
   const __m512i never = _mm512_set1_epi32(INT32_MAX);
   __m512i t0 = never, t1 = never;
-  if (L != Lookup::kGather && a.P > 0) {
+  if (L == Lookup::kGather && !COUNT) {  // P > 32, k > 5: the top 5 levels (span_search)
+    alignas(64) int32_t top[32];
+    for (int i = 0; i < 31; ++i) top[i] = tree[(static_cast<int64_t>(i) + 1) * (int64_t{1} << (a.k - 5)) - 1];
+    top[31] = INT32_MAX;
+    t0 = _mm512_load_si512(top);
+    t1 = _mm512_load_si512(top + 16);
+  } else if (L != Lookup::kGather && a.P > 0) {
     t0 = _mm512_mask_loadu_epi32(never, tail_mask(a.P), tree);
     if (a.P > 16) t1 = _mm512_mask_loadu_epi32(never, tail_mask(a.P - 16), tree + 16);
   }

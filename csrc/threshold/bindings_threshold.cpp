@@ -115,10 +115,13 @@ void split(int64_t total, int64_t grain, const std::function<void(int64_t, int64
 
 py::array multi_threshold_int(const py::array& x, const ThresholdTable& t, int64_t axis, const std::string& out_dtype,
                               const std::string& algo) {
-  ThrIn in;
-  const std::string xname = py::str(x.dtype()).cast<std::string>();
-  if (!in_kind(xname, &in) || in != t.in)
-    throw std::invalid_argument("x has dtype " + xname + " but the thresholds were prepared for " + t.in_dtype);
+  const ThrIn in = t.in;
+  static const char kKind[] = {'u', 'i', 'u', 'i', 'i'};
+  static const int kSize[] = {1, 1, 2, 2, 4};
+  const int ii = static_cast<int>(in);
+  if (!is_dtype(x, kKind[ii], kSize[ii]) || !x.dtype().attr("isnative").cast<bool>())
+    throw std::invalid_argument("x has dtype " + py::str(x.dtype()).cast<std::string>() +
+                                " but the thresholds were prepared for " + t.in_dtype);
   if (!c_contiguous(x)) throw std::invalid_argument("x must be C-contiguous");
   const int64_t nd = x.ndim();
   if (axis < 0 || axis >= nd) throw std::invalid_argument("axis is out of range for x");
@@ -133,7 +136,13 @@ py::array multi_threshold_int(const py::array& x, const ThresholdTable& t, int64
                                 " channels");
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + nd);
   check_output_shape(shape);
-  py::array y{py::dtype(out_dtype), shape};
+  py::array y;
+  if (out_dtype == "uint8") y = py::array_t<uint8_t>(shape);
+  else if (out_dtype == "int8") y = py::array_t<int8_t>(shape);
+  else if (out_dtype == "uint16") y = py::array_t<uint16_t>(shape);
+  else if (out_dtype == "int16") y = py::array_t<int16_t>(shape);
+  else if (out_dtype == "uint32") y = py::array_t<uint32_t>(shape);
+  else y = py::array_t<int32_t>(shape);
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= x.shape(d);
   for (int64_t d = axis + 1; d < nd; ++d) inner *= x.shape(d);

@@ -29,7 +29,7 @@ using namespace pyq::pyarr;  // NOLINT: array predicates
 // Compare-and-count up to this many thresholds per row, a binary search above
 // (benchmarks/threshold_bench.py measured the crossover; both are exact).
 constexpr int64_t kCountMaxSpan = 6;    // one row for a run of elements (register search above)
-constexpr int64_t kCountMaxLanes = 96;  // channels in the lanes (gathered search above)
+constexpr int64_t kCountMaxLanes = 48;  // channels in the lanes (search above: 3 load steps, then gathers)
 
 struct ThresholdTable {
   std::string in_dtype;
@@ -81,10 +81,10 @@ std::shared_ptr<ThresholdTable> make_table(const py::array& rows, const py::arra
   while (((int64_t{1} << t->k) - 1) < t->W) ++t->k;
   t->P = static_cast<int32_t>((int64_t{1} << t->k) - 1);
   t->Cp = (t->R + 15) / 16 * 16;
-  if (t->R * std::max<int64_t>(t->P, 1) >= INT32_MAX || t->Cp * t->W >= INT32_MAX)
+  if (t->R * std::max<int64_t>(t->P, 1) >= INT32_MAX || t->Cp * std::max<int64_t>(t->P, 1) >= INT32_MAX)
     throw std::invalid_argument("the threshold table is too large");
   t->tree.assign(static_cast<size_t>(t->R * t->P), INT32_MAX);
-  t->cols.assign(static_cast<size_t>(t->Cp * t->W), INT32_MAX);
+  t->cols.assign(static_cast<size_t>(t->Cp * std::max<int64_t>(t->P, 1)), INT32_MAX);  // [P, Cp]
   for (int64_t i = 0; i < t->R; ++i)
     for (int64_t j = 0; j < t->W; ++j) {
       t->tree[i * t->P + j] = r[i * t->W + j];

@@ -26,7 +26,7 @@ struct ThresholdArgs {
   int64_t R;             // threshold rows: 1 (every channel) or C
   int64_t W;             // thresholds per row (sorted ascending, INT32_MAX pads never count)
   const int32_t* rows;   // [R, W]
-  const int32_t* cols;   // [W, Cp] (rows transposed, Cp = C rounded up to 16); R == C only
+  const int32_t* cols;   // [P, Cp] (tree rows transposed, Cp = C rounded up to 16); R == C only
   int64_t Cp;
   const int32_t* tree;   // [R, P], P = 2^k - 1 >= W, rows padded with INT32_MAX (binary search)
   int32_t P, k;

@@ -8,7 +8,8 @@
 //          rows, searches 31 splitters in registers first and gathers the rest.
 //   lanes (channels contiguous, per-channel thresholds: NHWC or [N, C]): the
 //          channels in the lanes; compare-and-count against the transposed
-//          thresholds [W, Cp], or a binary search gathering from each lane's row.
+//          thresholds [P, Cp], or a binary search whose first three steps load
+//          and blend from them and whose others gather from each lane's row.
 #if defined(PYQ_X86)
 #include <immintrin.h>
 
@@ -172,11 +173,47 @@ __attribute__((always_inline)) inline void lanes_step(const ThresholdArgs& a, co
         acc[q] = _mm512_mask_add_epi32(acc[q], _mm512_cmpgt_epi32_mask(xv[q], t), acc[q], one);
     }
   } else {
+    // The first three steps read one of 1, 2, 4 entries per lane at fixed positions: plain loads
+    // from the transposed rows (shared by the NV rows) and blends by the earlier steps' outcomes.
+    const int32_t* col = a.cols + c0;
+    int32_t step = a.k > 0 ? 1 << (a.k - 1) : 0;
+    __mmask16 m1[NV], m2[NV];
+    if (step) {
+      const __m512i st = _mm512_set1_epi32(step), v = _mm512_loadu_si512(col + (step - 1) * a.Cp);
+      for (int q = 0; q < NV; ++q) {
+        m1[q] = _mm512_cmpgt_epi32_mask(xv[q], v);
+        acc[q] = _mm512_mask_add_epi32(acc[q], m1[q], acc[q], st);
+      }
+      step >>= 1;
+    }
+    if (step) {
+      const __m512i st = _mm512_set1_epi32(step);
+      const __m512i v0 = _mm512_loadu_si512(col + (step - 1) * a.Cp);
+      const __m512i v1 = _mm512_loadu_si512(col + (3 * step - 1) * a.Cp);
+      for (int q = 0; q < NV; ++q) {
+        m2[q] = _mm512_cmpgt_epi32_mask(xv[q], _mm512_mask_blend_epi32(m1[q], v0, v1));
+        acc[q] = _mm512_mask_add_epi32(acc[q], m2[q], acc[q], st);
+      }
+      step >>= 1;
+    }
+    if (step) {
+      const __m512i st = _mm512_set1_epi32(step);
+      const __m512i v0 = _mm512_loadu_si512(col + (step - 1) * a.Cp);
+      const __m512i v1 = _mm512_loadu_si512(col + (3 * step - 1) * a.Cp);
+      const __m512i v2 = _mm512_loadu_si512(col + (5 * step - 1) * a.Cp);
+      const __m512i v3 = _mm512_loadu_si512(col + (7 * step - 1) * a.Cp);
+      for (int q = 0; q < NV; ++q) {
+        const __m512i v = _mm512_mask_blend_epi32(m1[q], _mm512_mask_blend_epi32(m2[q], v0, v1),
+                                                  _mm512_mask_blend_epi32(m2[q], v2, v3));
+        acc[q] = _mm512_mask_add_epi32(acc[q], _mm512_cmpgt_epi32_mask(xv[q], v), acc[q], st);
+      }
+      step >>= 1;
+    }
     const __m512i base = _mm512_mullo_epi32(
         _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(c0)),
                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
         _mm512_set1_epi32(a.P));
-    for (int32_t step = a.k > 0 ? 1 << (a.k - 1) : 0; step; step >>= 1) {
+    for (; step; step >>= 1) {
       const __m512i off = _mm512_add_epi32(base, _mm512_set1_epi32(step - 1)), st = _mm512_set1_epi32(step);
       for (int q = 0; q < NV; ++q) {
         const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, _mm512_add_epi32(acc[q], off),

@@ -90,6 +90,9 @@ std::shared_ptr<ThresholdTable> make_table(const py::array& rows, const py::arra
       t->tree[i * t->P + j] = r[i * t->W + j];
       t->cols[j * t->Cp + i] = r[i * t->W + j];
     }
+  // W = 0: never read, but keep the pointers non-null (row offsets r * W are then 0 + 0)
+  if (t->rows.empty()) t->rows.push_back(INT32_MAX);
+  if (t->tree.empty()) t->tree.push_back(INT32_MAX);
   return t;
 }
 

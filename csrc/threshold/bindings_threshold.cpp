@@ -27,7 +27,8 @@ namespace {
 using namespace pyq::pyarr;  // NOLINT: array predicates
 
 // Compare-and-count up to this many thresholds per row, a binary search above
-// (benchmarks/threshold_bench.py measured the crossover; both are exact).
+// (crossovers timed with both algorithms forced on a 1x64x56x56 int32 layer, W = 1..255, 1 thread;
+// docs/performance.md, MultiThreshold. Both are exact, so only speed depends on them).
 constexpr int64_t kCountMaxSpan = 6;    // one row for a run of elements (register search above)
 constexpr int64_t kCountMaxLanes = 48;  // channels in the lanes (search above: 3 load steps, then gathers)
 

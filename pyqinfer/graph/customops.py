@@ -202,6 +202,24 @@ def build_shift_conv(plan, n, st):
 
 
 # ---------------------------------------------------------------- MultiThreshold
+THRESHOLD_KERNEL = True   # False: plan the numpy step below instead (A/B in benchmarks/threshold_bench.py)
+
+
+def numpy_int_count(x, ax, Tsorted, sign, o_s, o_b, odt):
+    """The numpy step for integer x and sorted int64 thresholds: per-channel searchsorted on
+    contiguous rows, exact int64 comparisons of sign[c] * x (the kernel's fallback and A/B peer)."""
+    C = x.shape[ax]
+    if Tsorted.shape[0] not in (1, C):
+        raise ValueError(f"thresholds have {Tsorted.shape[0]} rows but x has {C} channels")
+    xt = np.ascontiguousarray(np.moveaxis(x, ax, 0)).reshape(C, -1)
+    cnt = np.empty(xt.shape, np.int64)
+    for c in range(C):
+        row = xt[c].astype(np.int64) if sign is None else xt[c].astype(np.int64) * sign[c]
+        cnt[c] = np.searchsorted(Tsorted[0 if Tsorted.shape[0] == 1 else c], row, side="right")
+    y = (cnt * o_s + o_b).astype(odt).reshape((C,) + tuple(np.delete(x.shape, ax)))
+    return np.ascontiguousarray(np.moveaxis(y, 0, ax))
+
+
 def build_multi_threshold(plan, n, st):
     T = n.params["thresholds"]
     sign = n.params.get("sign")
@@ -226,8 +244,9 @@ def build_multi_threshold(plan, n, st):
         r = ops.multi_threshold(xx, T, osc, obi, data_layout=lay, out_dtype=odt, lut=lut)
         return r.astype(np.float32) if (lut is None and odt is None) else r
 
-    # integer input, integer thresholds and an integer output: per-channel searchsorted on
-    # contiguous rows (the thresholds of a channel stay in L1), exact integer comparisons
+    # integer input, integer thresholds and an integer output whose static range fits: the C++
+    # kernel (csrc/threshold/, semantics 13.1) on thresholds prepared once per input dtype; the
+    # numpy per-channel searchsorted (exact int64 comparisons) where the kernel does not apply
     int_fast = (T.dtype.kind in "iu" and lut is None and odt is not None
                 and float(osc if osc is not None else 1) == int(osc if osc is not None else 1)
                 and float(obi if obi is not None else 0) == int(obi if obi is not None else 0))
@@ -237,23 +256,29 @@ def build_multi_threshold(plan, n, st):
         ends = (o_b, o_b + o_s * T.shape[1])
         int_fast = info.min <= min(ends) and max(ends) <= info.max
     Tsorted = np.sort(T.astype(np.int64), axis=1) if int_fast else None
+    odt_name = np.dtype(odt).name if int_fast else None
+    ktables = {}
 
-    def int_count(x, ax):
-        C = x.shape[ax]
-        if Tsorted.shape[0] not in (1, C):
-            raise ValueError(f"thresholds have {Tsorted.shape[0]} rows but x has {C} channels")
-        xt = np.ascontiguousarray(np.moveaxis(x, ax, 0)).reshape(C, -1)
-        cnt = np.empty(xt.shape, np.int64)
-        for c in range(C):
-            row = xt[c].astype(np.int64) if sign is None else xt[c].astype(np.int64) * sign[c]
-            cnt[c] = np.searchsorted(Tsorted[0 if Tsorted.shape[0] == 1 else c], row, side="right")
-        y = (cnt * o_s + o_b).astype(odt).reshape((C,) + tuple(np.delete(x.shape, ax)))
-        return np.ascontiguousarray(np.moveaxis(y, 0, ax))
+    def kernel_table(dt, ndim):
+        """(prepared C++ table or None, channel axis) for input dtype dt, built once per (dtype, rank)."""
+        key = (dt, ndim)
+        r = ktables.get(key)
+        if r is None:
+            tab = (ops.int_threshold_table(T, dt, o_s, o_b, odt, sign)
+                   if int_fast and THRESHOLD_KERNEL and dt.isnative else None)
+            r = ktables[key] = (tab, _axis(ndim, layout))
+        return r
 
     def f(x):
         try:
-            if int_fast and x.dtype.kind in "iu" and 2 <= x.dtype.itemsize and x.dtype != np.uint64 and x.ndim >= 1:
-                return int_count(x, _axis(x.ndim, layout))
+            if int_fast and x.dtype.kind in "iu" and x.ndim >= 1:
+                tab, ax = kernel_table(x.dtype, x.ndim)
+                if sign is not None and sign.size != x.shape[ax]:
+                    raise ValueError(f"{sign.size} channel signs but x has {x.shape[ax]} channels")
+                if tab is not None:
+                    return _core.multi_threshold_int(np.ascontiguousarray(x), tab, ax, odt_name)
+                if 2 <= x.dtype.itemsize and x.dtype != np.uint64:
+                    return numpy_int_count(x, ax, Tsorted, sign, o_s, o_b, odt)
             if x.dtype in (np.uint8, np.int8) and x.ndim >= 1:   # 8-bit input: a [C, 256] table, built once
                 ax = _axis(x.ndim, layout)
                 C = x.shape[ax]
@@ -269,8 +294,16 @@ def build_multi_threshold(plan, n, st):
         except (TypeError, ValueError) as e:
             raise _err(n, str(e)) from None
     st.fast = st.slow = f
-    st.kernel = "numpy thresholds" + (" (8-bit input: table)" if t_x.dtype in (np.uint8, np.int8) else
-                                      " (searchsorted per channel, int64)" if int_fast else " (searchsorted per channel)")
+    nd = len(t_x.shape) if t_x.shape is not None else 4
+    ktab = kernel_table(np.dtype(t_x.dtype), nd)[0] if int_fast else None
+    if ktab is not None:
+        lanes = ktab.rows > 1 and _axis(nd, layout) == nd - 1
+        st.kernel = (f"C++ thresholds ({_core.threshold_kernel_name()}, {ktab.algo(lanes)}"
+                     f"{', channels in lanes' if lanes else ''}, W={ktab.width})")
+    else:
+        st.kernel = "numpy thresholds" + (" (8-bit input: table)" if t_x.dtype in (np.uint8, np.int8) else
+                                          " (searchsorted per channel, int64)" if int_fast else
+                                          " (searchsorted per channel)")
     st.info = {"thresholds": f"{T.shape[0]}x{T.shape[1]}", "source": n.attrs.get("source")}
 
 

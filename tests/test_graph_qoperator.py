@@ -222,3 +222,29 @@ def test_add_broadcast_forms():
              helper.make_node("QLinearAdd", ["k", "s2", "z2", "x", "s1", "z1", "s3", "z3"], ["a4"], domain="com.microsoft")]
     model = make(nodes, [vi("x", dt, [2, 5, 6, 7])], [vi(o, dt, None) for o in ("a1", "a2", "a3", "a4")], inits)
     check(model, {"x": rng.integers(0, 256, (2, 5, 6, 7)).astype(dt)})
+
+
+def test_warm_runs_skip_the_shape_checks_and_stay_exact(tmp_path):
+    """After one full run with given input shapes every step has validated them, so later runs
+    with those shapes call the fast paths only; other shapes go through the checked loop first."""
+    import graph_models as gm
+    q = gm.quantize(gm.resnet_small(), "QOperator", per_channel=True, act="uint8", shape=[1, 3, 32, 32],
+                    tmpdir=str(tmp_path))
+    m = pyqinfer.load(q)
+    rng = np.random.default_rng(4)
+    x1 = rng.normal(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    x3 = rng.normal(0, 1, (3, 3, 32, 32)).astype(np.float32)
+    want1, want3 = ort_run(q, {"input": x1}), ort_run(q, {"input": x3})
+    out = m.graph.outputs[0]
+    assert np.array_equal(m.run({"input": x1})[out], want1[0])       # batch 1 was seen at load
+    calls = []
+    for st in m.plan.steps:
+        st.slow = (lambda f: lambda *a: (calls.append(1), f(*a))[1])(st.slow)
+    assert np.array_equal(m.run({"input": x1})[out], want1[0])
+    assert not calls                                                 # warm: fast paths only
+    assert np.array_equal(m.run({"input": x3})[out], want3[0])       # a new batch: checked loop
+    assert calls
+    n = len(calls)
+    assert np.array_equal(m.run({"input": x3})[out], want3[0]) and len(calls) == n
+    with pytest.raises(ValueError, match="must have shape"):
+        m.run({"input": x1[:, :, :16]})

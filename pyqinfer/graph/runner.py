@@ -57,6 +57,11 @@ class Model:
             perms = tuple(None if lay[nm] == want else ((0, 2, 3, 1) if want == NHWC else (0, 3, 1, 2))
                           for nm, want in zip(names, st.in_layouts))
             self._loop.append((st, tuple(st.ins), perms, st.outs[0], tuple(st.free_after), len(st.outs) > 1))
+        # the same, for runs whose input shapes have been seen: a single input needing no
+        # transpose is passed as its slot (the common step)
+        self._warm_loop = [(st, ins[0] if len(ins) == 1 and perms[0] is None else ins, perms, out, frees, multi,
+                            len(ins) == 1 and perms[0] is None) for st, ins, perms, out, frees, multi in self._loop]
+        self._warm = set()        # input-shape tuples a full (non-recording) run has completed
         self.inputs: List[IOInfo] = [IOInfo(i, graph.tensors[i].dtype, graph.tensors[i].shape) for i in graph.inputs]
         self._infer_shapes()
         self.outputs: List[IOInfo] = [IOInfo(o, graph.tensors[o].dtype, graph.tensors[o].shape) for o in graph.outputs]
@@ -131,6 +136,11 @@ class Model:
             vals[slot] = v
         for name, slot in zip(self.graph.inputs, plan.input_slots):
             vals[slot] = feeds[name]
+        # Input shapes a full run has already seen: every step has validated its shapes
+        # (they follow from the inputs' shapes), so the loop skips the per-step check
+        warm_key = tuple(feeds[name].shape for name in self.graph.inputs)
+        if not record and warm_key in self._warm:
+            return self._execute_warm(vals)
         for st, ins, perms, out, frees, multi in self._loop:
             if len(ins) == 1:
                 v = vals[ins[0]]
@@ -162,6 +172,27 @@ class Model:
             if frees and not record:
                 for i in frees:
                     vals[i] = None
+        self._warm.add(warm_key)
+        return vals
+
+    def _execute_warm(self, vals):
+        """The run loop once every step has seen these shapes: fast paths only."""
+        for st, ins, perms, out, frees, multi, single in self._warm_loop:
+            if single:                        # one input already in the step's layout
+                vals[out] = st.fast(vals[ins])
+            else:
+                args = []
+                for i, p in zip(ins, perms):
+                    v = vals[i]
+                    if p is not None and v.ndim == 4:
+                        v = np.ascontiguousarray(v.transpose(p))
+                    args.append(v)
+                vals[out] = st.fast(*args)
+            if multi:
+                for slot, v in zip(st.outs, vals[out]):
+                    vals[slot] = v
+            for i in frees:
+                vals[i] = None
         return vals
 
     def run(self, feeds: Dict[str, np.ndarray], outputs: Optional[List[str]] = None) -> Dict[str, np.ndarray]:

@@ -27,6 +27,17 @@ class IOInfo:
     shape: Optional[Tuple]
 
 
+
+def _step_args(vals, ins, perms):
+    """A step's input arrays, each transposed into the layout the step wants (4-D only)."""
+    args = []
+    for i, p in zip(ins, perms):
+        v = vals[i]
+        if p is not None and v.ndim == 4:
+            v = np.ascontiguousarray(v.transpose(p))
+        args.append(v)
+    return args
+
 class Model:
     """A loaded, planned model. Create with :func:`pyqinfer.load`.
 
@@ -154,12 +165,7 @@ class Model:
                     vals[out] = st.slow(v)
                     st.seen.add(key)
             else:
-                args = []
-                for i, p in zip(ins, perms):
-                    v = vals[i]
-                    if p is not None and v.ndim == 4:
-                        v = np.ascontiguousarray(v.transpose(p))
-                    args.append(v)
+                args = _step_args(vals, ins, perms)
                 key = tuple(a.shape for a in args)
                 if key in st.seen:
                     vals[out] = st.fast(*args)
@@ -181,13 +187,7 @@ class Model:
             if single:                        # one input already in the step's layout
                 vals[out] = st.fast(vals[ins])
             else:
-                args = []
-                for i, p in zip(ins, perms):
-                    v = vals[i]
-                    if p is not None and v.ndim == 4:
-                        v = np.ascontiguousarray(v.transpose(p))
-                    args.append(v)
-                vals[out] = st.fast(*args)
+                vals[out] = st.fast(*_step_args(vals, ins, perms))
             if multi:
                 for slot, v in zip(st.outs, vals[out]):
                     vals[slot] = v

@@ -197,7 +197,8 @@ def test_average_pool_whole_image_is_the_global_pool():
 def broadcast_shapes(draw):
     """Two shapes that broadcast: equal, per channel ([N,C,H,W] + [1,C,1,1] and the
     reverse), [N,C,1,1], scalars and 0-d, and random numpy-compatible pairs."""
-    kind = draw(st.sampled_from(["same", "per_channel", "per_channel_rev", "nc11", "scalar", "zero_d", "random"]))
+    kind = draw(st.sampled_from(["same", "per_channel", "per_channel_rev", "nc11", "scalar", "zero_d", "random",
+                                 "nhwc_channel", "nhwc_channel_rev"]))
     N, C, H, W = (draw(st.integers(1, 2)), draw(st.sampled_from([1, 3, 16, 33])), draw(st.integers(1, 9)),
                   draw(st.integers(1, 9)))
     if kind == "same":
@@ -209,6 +210,11 @@ def broadcast_shapes(draw):
         return (1, C, 1, 1), (N, C, H, W)
     if kind == "nc11":
         return (N, C, H, W), (N, C, 1, 1)
+    if kind.startswith("nhwc"):      # a channel vector repeated at every pixel (the tiled spans)
+        C = draw(st.sampled_from([1, 3, 16, 33, 64, 200, 5000]))
+        H, W = draw(st.integers(1, 40)), draw(st.integers(1, 9))
+        v = draw(st.sampled_from([(C,), (1, 1, 1, C), (1, 1, C)]))
+        return ((N, H, W, C), v) if kind == "nhwc_channel" else (v, (N, H, W, C))
     if kind == "scalar":
         return ((N, C, H, W), (1,)) if draw(st.booleans()) else ((1,), (N, C, H, W))
     if kind == "zero_d":

@@ -303,6 +303,31 @@ AddSpans add_spans(const std::vector<int64_t>& as, const std::vector<int64_t>& b
   return r;
 }
 
+// Element offset of span s in an operand with outer strides `st`.
+int64_t span_offset(const AddSpans& sp, const std::vector<int64_t>& st, int64_t s) {
+  int64_t off = 0;
+  for (size_t d = sp.size.size(); d-- > 0;) {  // innermost outer dimension last
+    off += (s % sp.size[d]) * st[d];
+    s /= sp.size[d];
+  }
+  return off;
+}
+
+bool all_outer_zero(const std::vector<int64_t>& st) {
+  return std::all_of(st.begin(), st.end(), [](int64_t v) { return v == 0; });
+}
+
+// How many spans of the innermost outer dimension one kernel call may cover when one
+// operand is the same contiguous run at every span and the other advances contiguously
+// (1: no such form). The tiles stay small (<= 4 KiB).
+int64_t repeat_tile(const AddSpans& sp) {
+  if (sp.size.empty() || sp.inner >= 4096 || sp.a_step != 1 || sp.b_step != 1) return 1;
+  const bool tile_a = all_outer_zero(sp.sa) && sp.sb.back() == sp.inner;
+  const bool tile_b = all_outer_zero(sp.sb) && sp.sa.back() == sp.inner;
+  if (!tile_a && !tile_b) return 1;
+  return std::min<int64_t>(sp.size.back(), std::max<int64_t>(1, 4096 / sp.inner));
+}
+
 py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array& b, float sb, int32_t zb, float sc,
                       int32_t zc, const std::string& rule, int32_t lo, int32_t hi) {
   check_q8(a, "a");
@@ -336,17 +361,34 @@ py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array&
     if (sp.spans == 1) {
       p.a = swap ? pb : pa, p.b = swap ? pa : pb, p.y = py_;
       split(sp.inner, 65536, [&](int64_t i0, int64_t i1) { kern(p, i0, i1); });
+    } else if (const int64_t R = repeat_tile(sp); R > 1) {
+      // One operand is a single run repeated at every span (a per-channel [C] or [1,1,1,C]
+      // operand of an NHWC tensor): R copies of it let one kernel call cover R spans of the
+      // other operand (same values, so the same bits) instead of one call per C elements.
+      const bool tile_a = all_outer_zero(sp.sa);
+      const int64_t inner = sp.inner, n_last = sp.size.back(), chunks = (n_last + R - 1) / R;
+      const uint8_t* rep = tile_a ? pa : pb;
+      std::vector<uint8_t> tile(static_cast<size_t>(R * inner));
+      for (int64_t r = 0; r < R; ++r) std::memcpy(tile.data() + r * inner, rep, static_cast<size_t>(inner));
+      split(sp.spans / n_last * chunks, std::max<int64_t>(1, 65536 / (R * inner)), [&](int64_t u0, int64_t u1) {
+        AddArgs q = p;
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t j0 = (u % chunks) * R, s = (u / chunks) * n_last + j0;
+          const int64_t oa = span_offset(sp, sp.sa, s), ob = span_offset(sp, sp.sb, s);
+          const uint8_t* qa = tile_a ? tile.data() : pa + oa;
+          const uint8_t* qb = tile_a ? pb + ob : tile.data();
+          q.a = swap ? qb : qa;
+          q.b = swap ? qa : qb;
+          q.y = py_ + s * inner;
+          kern(q, 0, std::min(R, n_last - j0) * inner);
+        }
+      });
     } else {
       const int64_t inner = sp.inner;
       split(sp.spans, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, inner)), [&](int64_t s0, int64_t s1) {
         AddArgs q = p;
         for (int64_t s = s0; s < s1; ++s) {
-          int64_t rem = s, oa = 0, ob = 0;
-          for (size_t d = sp.size.size(); d-- > 0;) {  // innermost outer dimension last
-            const int64_t i = rem % sp.size[d];
-            rem /= sp.size[d];
-            oa += i * sp.sa[d], ob += i * sp.sb[d];
-          }
+          const int64_t oa = span_offset(sp, sp.sa, s), ob = span_offset(sp, sp.sb, s);
           q.a = swap ? pb + ob : pa + oa;
           q.b = swap ? pa + oa : pb + ob;
           q.y = py_ + s * inner;

@@ -99,7 +99,8 @@ def shift_vs_multiply(model, feeds, target_seconds=0.04):
     g = model.graph
     layers = [n for n in g.nodes if (n.kind in ("QLinearConv", "QLinearMatMul")
                                      and not np.any(n.params["w_zero_point"]) and n.attrs.get("group", 1) == 1)
-              or (n.kind in ("ShiftConv", "ShiftMatMul") and n.attrs.get("rule") == "exact")]
+              or (n.kind in ("ShiftConv", "ShiftMatMul") and n.attrs.get("rule") == "exact"
+                  and n.attrs.get("group", 1) == 1)]
     if not layers:
         return None, None
     acts = model.run(feeds, outputs=[n.inputs[0] for n in layers])

@@ -422,3 +422,119 @@ def test_shift_zero_point_without_scale(conv, tmp_path):
     rep = verify(m, {"x": x}, use_ort=False)
     assert rep.bit_exact and rep.exit_status == 0
     assert rep.layers[0]["contract"]["status"] == "exact", rep.layers[0]
+
+
+# ---------------------------------------------------------------- grouped / depthwise ShiftConv
+GROUPED = [(4, 6, 2), (3, 3, 3), (3, 6, 3)]      # (C, OC, group): two groups, depthwise, depthwise x2
+
+
+def _grouped_want(x, s, e, group, za, bias, pads, strides, acc_bits, rule):
+    """acc [N*OH*OW, OC] of a grouped shift conv, computed independently: each group's input channels
+    through the test's own im2col and reference.shift_accumulate, the output blocks side by side."""
+    C, OC = x.shape[1], s.shape[2]
+    Cg, OCg = C // group, OC // group
+    parts = []
+    for gi in range(group):
+        og = slice(gi * OCg, (gi + 1) * OCg)
+        cols, shape = _im2col_nchw(x[:, gi * Cg:(gi + 1) * Cg], za, 3, 2, pads, strides)
+        parts.append(ref.shift_accumulate(cols, s[:, :, og], e[:, :, og], a_zero_point=za or None,
+                                          bias=None if bias is None else bias[og], acc_bits=acc_bits, rule=rule))
+    return np.concatenate(parts, axis=1), shape
+
+
+@pytest.mark.parametrize("out", ["requant", "int32"])
+@pytest.mark.parametrize("rule", ["exact", "deepshift"])
+@pytest.mark.parametrize("C,OC,group", GROUPED, ids=["g2", "depthwise", "depthwise-x2"])
+def test_shift_conv_group_matches_reference(C, OC, group, rule, out, tmp_path):
+    from pyqinfer.reference.shift_conv import shift_conv_accumulate
+    from pyqinfer.verify import verify
+    rng = np.random.default_rng(zlib.crc32(repr((C, OC, group, rule, out)).encode()))
+    Cg, KH, KW = C // group, 3, 2
+    w_shape = [OC, Cg, KH, KW]
+    w = rng.normal(size=(Cg * KH * KW, OC))
+    codes = quant.pot_encode(w, bits=5, e_min=-10, e_max=2) if rule == "exact" else \
+        quant.deepshift_q_encode(w, bits=4)
+    w_scale = rng.uniform(0.5, 2.0, OC).astype(np.float32)            # per output channel
+    codes = quant.ShiftCodes(codes.codes, codes.codebook, w_scale)
+    xdt, za = (np.uint8, 17) if rule == "exact" else (np.int8, 0)
+    bias = rng.integers(-500, 500, OC).astype(np.int32)
+    xs, ys = np.float32(0.02), np.float32(0.07)
+    pads, strides = [1, 0, 2, 1], [2, 1]
+    requant = out == "requant"
+    acc_bits = (14 if rule == "exact" else 8) if requant else 32     # some accumulators saturate
+    node, inits = make_shift_node("gconv", codes, "x", "y", conv=True, w_shape=w_shape, x_scale=xs,
+                                  x_zero_point=xdt(za), bias=bias, y_scale=ys if requant else None,
+                                  y_zero_point=np.uint8(128) if requant else None, rule=rule, pads=pads,
+                                  strides=strides, acc_bits=acc_bits, group=group)
+    ydt = np.uint8 if requant else np.int32
+    m = roundtrip(model([node], inits, [("x", xdt, ["N", C, 7, 6])], [("y", ydt)]), tmp_path)
+    info = np.iinfo(xdt)
+    x = rng.integers(info.min, int(info.max) + 1, (2, C, 7, 6)).astype(xdt)
+    x[0, :, 0] = info.max
+    x[1, :, 1] = info.min
+    s, e, _ = codes.terms(rule)                                       # [T, Cg*KH*KW, OC]
+    acc, (n, OH, OW) = _grouped_want(x, s, e, group, za, bias, pads, strides, acc_bits, rule)
+    if requant:
+        params = ref.derive_requant("fp32", xs, codes.effective_scale(rule), ys)
+        want = ref.requantize(acc, params, 128, 0, 255).astype(np.uint8)
+    else:
+        want = acc.astype(np.int32)
+        assert np.abs(acc).max() > 0
+    want = want.reshape(n, OH, OW, OC).transpose(0, 3, 1, 2)
+    got = m(x)
+    assert got.dtype == ydt and got.shape == (2, OC, OH, OW)
+    np.testing.assert_array_equal(got, want)
+    if requant:
+        lim = (1 << (acc_bits - 1)) - 1
+        assert (np.abs(acc) == lim + (acc < 0)).any(), "no saturated accumulator: raise the weights"
+    # the reference with group= is the same per-group loop
+    T = s.shape[0]
+    onnx_terms = lambda v: v.reshape(T, Cg, KH, KW, OC).transpose(0, 4, 1, 2, 3)  # noqa: E731
+    got_ref = shift_conv_accumulate(x, onnx_terms(s), onnx_terms(e), x_zero_point=za or None, pads=pads,
+                                    strides=strides, bias=bias, acc_bits=acc_bits, rule=rule, group=group)
+    np.testing.assert_array_equal(got_ref, acc.reshape(n, OH, OW, OC).transpose(0, 3, 1, 2))
+    rep = verify(m, {"x": x}, use_ort=False)
+    assert rep.bit_exact and rep.exit_status == 0, rep
+    lay = rep.layers[0]
+    assert lay["contract"]["status"] == "exact", lay
+    assert lay["float"]["real"] == 0 and lay["float"]["unclassified"] == 0, lay      # the per-group float model
+    assert lay["float"]["exact"] + lay["float"]["saturation"] + lay["float"]["ties"] == lay["float"]["compared"], lay
+
+
+def test_shift_conv_group_one_attribute_is_the_default(tmp_path):
+    rng = np.random.default_rng(3)
+    codes = quant.pot_encode(rng.normal(size=(2 * 3 * 3, 4)), bits=4, e_min=-3, e_max=0)
+    x = rng.integers(0, 256, (1, 2, 5, 5)).astype(np.uint8)
+    outs = []
+    for extra in ({}, {"group": 1}):
+        node, inits = make_shift_node("c", codes, "x", "acc", conv=True, w_shape=[4, 2, 3, 3],
+                                      x_zero_point=np.uint8(3), pads=[1, 1, 1, 1], **extra)
+        outs.append(roundtrip(model([node], inits, [("x", np.uint8, ["N", 2, 5, 5])], [("acc", np.int32)]),
+                              tmp_path)(x))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_shift_conv_bad_group():
+    from pyqinfer.reference.shift_conv import shift_conv_accumulate
+    rng = np.random.default_rng(4)
+
+    def load(OC, Cg, group, C):
+        codes = quant.pot_encode(rng.normal(size=(Cg * 9, OC)), bits=4, e_min=-3, e_max=0)
+        node, inits = make_shift_node("badg", codes, "x", "acc", conv=True, w_shape=[OC, Cg, 3, 3], group=group)
+        return pyqinfer.load(model([node], inits, [("x", np.int8, ["N", C, 5, 5])], [("acc", np.int32)]))
+    with pytest.raises(UnsupportedModelError, match=r"'badg' \(pyqinfer.ShiftConv\): group=2 does not divide the 5"):
+        load(5, 2, 2, 4)
+    with pytest.raises(UnsupportedModelError, match=r"'badg' \(pyqinfer.ShiftConv\): input 'x' has 5 channels but "
+                                                    r"group=2 .* needs 4"):
+        load(4, 2, 2, 5)
+    with pytest.raises(UnsupportedModelError, match=r"'badg' \(pyqinfer.ShiftConv\): attribute group=0"):
+        load(4, 2, 0, 4)
+    m = load(4, 2, 2, 4)
+    assert m(np.ones((1, 4, 5, 5), np.int8)).shape == (1, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"must have shape \(N, 4, 5, 5\)"):
+        m(np.ones((1, 6, 5, 5), np.int8))
+    s = np.ones((1, 4, 2, 3, 3), np.int8)
+    with pytest.raises(ValueError, match="group=3 does not divide"):
+        shift_conv_accumulate(np.zeros((1, 6, 5, 5), np.int8), s, s * 0, group=3)
+    with pytest.raises(ValueError, match="2 input channels per group"):
+        shift_conv_accumulate(np.zeros((1, 6, 5, 5), np.int8), s, s * 0, group=2)

@@ -197,7 +197,8 @@ def _shift(imp, n, conv):
         raise _u(n, "missing attribute 'w_shape'")
     w_shape = [int(v) for v in a["w_shape"]]
     if len(w_shape) != (4 if conv else 2) or min(w_shape) < 1:
-        raise _u(n, f"attribute w_shape={w_shape} must be {'[OC, C, KH, KW]' if conv else '[K, N]'} (positive)")
+        raise _u(n, f"attribute w_shape={w_shape} must be {'[OC, C/group, KH, KW]' if conv else '[K, N]'} "
+                    f"(positive)")
     N = w_shape[0] if conv else w_shape[1]
     if not ins[3]:
         raise _u(n, "missing input W_codes")
@@ -253,8 +254,15 @@ def _shift(imp, n, conv):
         ks = list(a.get("kernel_shape", w_shape[2:]))
         if ks != w_shape[2:]:
             raise _u(n, f"kernel_shape {ks} does not match w_shape {w_shape}")
-        if _int_attr(n, a, "group", 1, 1) != 1:
-            raise _u(n, "only group=1 is supported for ShiftConv")
+        group = _int_attr(n, a, "group", 1, 1, 1 << 16)
+        if w_shape[0] % group:
+            raise _u(n, f"group={group} does not divide the {w_shape[0]} output channels of w_shape {w_shape}")
+        xshape = imp.out.tensors[x].shape
+        if xshape is not None and len(xshape) == 4 and isinstance(xshape[1], (int, np.integer)) \
+                and int(xshape[1]) != group * w_shape[1]:
+            raise _u(n, f"input {x!r} has {xshape[1]} channels but group={group} with w_shape {w_shape} "
+                        f"needs {group * w_shape[1]} (group * w_shape[1])")
+        attrs["group"] = group
         if a.get("auto_pad", "NOTSET") != "NOTSET":
             raise _u(n, "auto_pad is not supported; give explicit pads")
         for nm, dflt, ln, lo in (("strides", [1, 1], 2, 1), ("dilations", [1, 1], 2, 1), ("pads", [0, 0, 0, 0], 4, 0)):
@@ -435,9 +443,10 @@ def make_shift_node(name, codes, x, y, *, conv=False, w_shape=None, x_scale=None
                     bias=None, y_scale=None, y_zero_point=None, **attrs):
     """(NodeProto, [initializers]) of a pyqinfer.ShiftMatMul / ShiftConv from a ShiftCodes.
 
-    ``codes`` is [K, N] (ShiftMatMul) or [C*KH*KW, OC] (ShiftConv, ``w_shape`` = [OC, C, KH, KW]);
-    the codebook parameters are taken from ``codes.codebook.desc``; ``attrs`` adds or overrides
-    attributes (rule, acc_bits, mode, clip, strides, pads, dilations).
+    ``codes`` is [K, N] (ShiftMatMul) or [C/group*KH*KW, OC] (ShiftConv, ``w_shape`` =
+    [OC, C/group, KH, KW]); the codebook parameters are taken from ``codes.codebook.desc``;
+    ``attrs`` adds or overrides attributes (rule, acc_bits, mode, clip, strides, pads,
+    dilations, group).
     """
     from onnx import helper, numpy_helper
     cb = codes.codebook

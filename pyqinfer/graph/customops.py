@@ -176,28 +176,48 @@ def im2col_nhwc(x, za, KH, KW, pads, strides, dil):
 
 def build_shift_conv(plan, n, st):
     xdt, za = _act_zp(plan, n)
-    s, e = n.params["signs"], n.params["exponents"]          # [T, OC, C, KH, KW]
-    T, OC, C, KH, KW = s.shape
-    to_kn = lambda v: np.ascontiguousarray(v.transpose(0, 3, 4, 2, 1).reshape(T, KH * KW * C, OC))  # noqa: E731
-    layer = ShiftLayer(to_kn(s), to_kn(e), n.attrs["rule"], xdt, za, n.params.get("bias"), n.attrs["acc_bits"])
+    s, e = n.params["signs"], n.params["exponents"]          # [T, OC, C/group, KH, KW]
+    T, OC, Cg, KH, KW = s.shape
+    g = int(n.attrs.get("group", 1))
+    if g < 1 or OC % g:
+        raise _err(n, f"group={g} does not divide the {OC} output channels")
+    C, OCg = Cg * g, OC // g
+    to_kn = lambda v: np.ascontiguousarray(v.transpose(0, 3, 4, 2, 1).reshape(T, KH * KW * Cg, -1))  # noqa: E731
+    bias = n.params.get("bias")
     rqa = _requant_args(plan, n, OC, n.params["w_scale"])
     pads, strides, dil = tuple(n.attrs["pads"]), tuple(n.attrs["strides"]), tuple(n.attrs["dilations"])
     nhwc = plan._native(st)
 
+    # semantics 12.4a: one shift GEMM per group on its own im2col columns, channels side by side
+    layers = [ShiftLayer(to_kn(s[:, gi * OCg:(gi + 1) * OCg]), to_kn(e[:, gi * OCg:(gi + 1) * OCg]), n.attrs["rule"],
+                         xdt, za, None if bias is None else bias[gi * OCg:(gi + 1) * OCg], n.attrs["acc_bits"])
+              for gi in range(g)]
+
     def fast(x):   # NHWC in and out
         if x.dtype != xdt or x.ndim != 4 or x.shape[3] != C:
-            raise _err(n, f"input has dtype {x.dtype} and shape {x.shape}; expected {xdt} with {C} channels")
+            raise _err(n, f"input has dtype {x.dtype} and shape {x.shape}; expected {xdt} with {C} channels"
+                          + (f" (group={g} x {Cg})" if g > 1 else ""))
         try:
             cols, (nb, OH, OW) = im2col_nhwc(x, za, KH, KW, pads, strides, dil)
         except ValueError as err:
             raise _err(n, str(err)) from None
-        return _finish(layer.accumulate(cols), rqa).reshape(nb, OH, OW, OC)
+        if g == 1:
+            acc = layers[0].accumulate(cols)
+        else:
+            cols = cols.reshape(cols.shape[0], KH * KW, C)           # k = (kh*KW + kw)*C + c
+            acc = np.empty((cols.shape[0], OC), np.int32)
+            for gi, layer in enumerate(layers):
+                cg = np.ascontiguousarray(cols[:, :, gi * Cg:(gi + 1) * Cg]).reshape(cols.shape[0], KH * KW * Cg)
+                acc[:, gi * OCg:(gi + 1) * OCg] = layer.accumulate(cg)
+        return _finish(acc, rqa).reshape(nb, OH, OW, OC)
     plan._wrap_layout(st, fast, fast, nhwc)
-    st.kernel = "shift conv (im2col + C++ shift_matmul)" if SHIFT_KERNELS else \
-        "shift conv (im2col + exact numpy reference adapter; C++ shift kernels pending merge)"
-    st.info = {"weights": f"{n.attrs.get('scheme', 'shift')} T={T} rule={n.attrs['rule']}",
+    grp = f", {g} groups" if g > 1 else ""
+    st.kernel = f"shift conv (im2col + C++ shift_matmul{grp})" if SHIFT_KERNELS else \
+        f"shift conv (im2col + exact numpy reference adapter{grp}; C++ shift kernels pending merge)"
+    st.info = {"weights": f"{n.attrs.get('scheme', 'shift')} T={T} rule={n.attrs['rule']}"
+                          + (f" group={g}" if g > 1 else ""),
                "weight_bytes": int(math.ceil(s[0].size * n.attrs.get("bits", 8) / 8)),
-               "macs_per_out": C * KH * KW, "out_channels": OC,
+               "macs_per_out": Cg * KH * KW, "out_channels": OC,
                "rule": f"acc_bits={n.attrs['acc_bits']} mode={n.attrs.get('mode', 'fp32')}"}
 
 

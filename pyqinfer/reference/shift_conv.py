@@ -1,10 +1,11 @@
 """Shift convolution and a fast int64 oracle for the shift term arithmetic
 (docs/semantics.md §12.4a). Both are built on §12.1-12.3 (pyqinfer/reference/shift.py).
 
-* ``shift_conv_accumulate``: a 2-D convolution (group 1, NCHW) whose weights are
-  shift terms [T, OC, C, KH, KW]; every output is §12.2 over the receptive field
-  with k = (c, kh, kw), padding taps equal to the zero point (so they add 0 under
-  both rules: floor(0 / 2^j) = 0). Slow, exact Python, for small shapes.
+* ``shift_conv_accumulate``: a 2-D convolution (NCHW, ONNX ``group``) whose weights
+  are shift terms [T, OC, C/group, KH, KW]; every output is §12.2 over the receptive
+  field with k = (c, kh, kw), padding taps equal to the zero point (so they add 0
+  under both rules: floor(0 / 2^j) = 0); a group > 1 is the per-group loop of
+  §12.4a. Slow, exact Python, for small shapes.
 * ``shift_accumulate_int64``: §12.2 for rule 'exact' (or 'deepshift' without right
   shifts) via the decoded integer weights and a numpy matmul, exact whenever the
   static bound of §12.3 is below 2^62; for the large shapes the Python reference is
@@ -51,20 +52,41 @@ def shift_accumulate_int64(a, signs, exponents, *, a_zero_point=None, bias=None,
 
 
 def shift_conv_accumulate(x, signs, exponents, *, x_zero_point=None, pads=None, strides=None,
-                          dilations=None, bias=None, acc_bits=32, rule="exact"):
-    """[N, OC, OH, OW] accumulators of a shift convolution (group 1, NCHW)."""
+                          dilations=None, bias=None, acc_bits=32, rule="exact", group=1):
+    """[N, OC, OH, OW] accumulators of a shift convolution (NCHW).
+
+    The terms are [T, OC, C/group, KH, KW] (ONNX Conv): with ``group`` g > 1 output
+    channel block gi (OC/g channels) reads input channel block gi (C/g channels),
+    computed as g group-1 convolutions concatenated along the channels (§12.4a)."""
     x = np.asarray(x)
     s, e = np.asarray(signs), np.asarray(exponents)
     if s.ndim == 4:
         s, e = s[None], e[None]
     if x.ndim != 4 or s.ndim != 5 or s.shape != e.shape:
-        raise ValueError(f"x must be NCHW and the terms [T, OC, C, KH, KW], got {x.shape}, {s.shape}")
+        raise ValueError(f"x must be NCHW and the terms [T, OC, C/group, KH, KW], got {x.shape}, {s.shape}")
     if x.dtype.name not in _ACT_RANGES:
         raise TypeError(f"x must have dtype in {list(_ACT_RANGES)}, got {x.dtype}")
     n, C, H, W = x.shape
     T, OC, Cw, KH, KW = s.shape
-    if Cw != C:
-        raise ValueError(f"x has C={C} but the terms have {Cw} input channels")
+    if not isinstance(group, (int, np.integer)) or isinstance(group, bool) or group < 1:
+        raise ValueError(f"group must be an int >= 1, got {group!r}")
+    g = int(group)
+    if OC % g:
+        raise ValueError(f"group={g} does not divide the {OC} output channels")
+    if Cw * g != C:
+        raise ValueError(f"x has C={C} but the terms have {Cw} input channels per group (group={g})")
+    if g > 1:
+        OCg = OC // g
+        b = None if bias is None else np.asarray(bias)
+        if b is not None and b.shape != (OC,):
+            raise ValueError(f"bias must have shape ({OC},), got {b.shape}")
+        parts = [shift_conv_accumulate(x[:, gi * Cw:(gi + 1) * Cw], s[:, gi * OCg:(gi + 1) * OCg],
+                                       e[:, gi * OCg:(gi + 1) * OCg], x_zero_point=x_zero_point, pads=pads,
+                                       strides=strides, dilations=dilations,
+                                       bias=None if b is None else b[gi * OCg:(gi + 1) * OCg],
+                                       acc_bits=acc_bits, rule=rule)
+                 for gi in range(g)]
+        return np.concatenate(parts, axis=1)
     pads = (0, 0, 0, 0) if pads is None else tuple(int(p) for p in pads)
     strides = (1, 1) if strides is None else tuple(int(v) for v in strides)
     dilations = (1, 1) if dilations is None else tuple(int(v) for v in dilations)

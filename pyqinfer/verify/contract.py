@@ -158,6 +158,25 @@ def _shift_acc(x2, s, e, za, bias, W, rule):
     return ref.shift_accumulate(x2, s, e, a_zero_point=za or None, bias=bias, acc_bits=W, rule=rule)
 
 
+def _shift_conv_acc(x, s, e, za, bias, W, rule, pads, strides, dil):
+    """[N, OC, OH, OW] of a group-1 shift convolution: the patches of shift_conv_accumulate
+    (taps outside the input = za), int64 sums by _shift_acc."""
+    T, OC, C, KH, KW = s.shape
+    n, _, H, Wd = x.shape
+    OH, OW = ref.conv_output_shape(H, Wd, (KH, KW), pads, strides, dil)
+    xp = np.full((n, C, H + pads[0] + pads[2], Wd + pads[1] + pads[3]), za, x.dtype)
+    xp[:, :, pads[0]:pads[0] + H, pads[1]:pads[1] + Wd] = x
+    cols = np.empty((n, OH, OW, C, KH, KW), x.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            h0, w0 = kh * dil[0], kw * dil[1]
+            cols[..., kh, kw] = xp[:, :, h0:h0 + strides[0] * (OH - 1) + 1:strides[0],
+                                   w0:w0 + strides[1] * (OW - 1) + 1:strides[1]].transpose(0, 2, 3, 1)
+    kn = lambda v: np.ascontiguousarray(v.reshape(T, OC, -1).transpose(0, 2, 1))  # noqa: E731
+    acc = _shift_acc(cols.reshape(n * OH * OW, -1), kn(s), kn(e), za, bias, W, rule)
+    return acc.reshape(n, OH, OW, OC).transpose(0, 3, 1, 2)
+
+
 def _shift(node, x, tx, ty):
     """ShiftMatMul / ShiftConv: shift_accumulate (12.2, ShiftConv: 12.4a's patches), then
     derive_requant / requantize (12.4) unless the output is the int32 accumulator."""
@@ -166,25 +185,21 @@ def _shift(node, x, tx, ty):
     za = shift_input_zero_point(node, tx.quant)
     W, rule = int(a["acc_bits"]), a["rule"]
     if node.kind == "ShiftConv":
-        T, OC, C, KH, KW = s.shape
+        T, OC, Cg, KH, KW = s.shape
+        g = int(a.get("group", 1))
         pads, strides, dil = tuple(a["pads"]), tuple(a["strides"]), tuple(a["dilations"])
         if np.any((s != 0) & (e < 0)) or x.size * KH * KW > 200_000:
             acc = _rshift_conv.shift_conv_accumulate(x, s, e, x_zero_point=za or None, pads=pads, strides=strides,
-                                                       dilations=dil, bias=p.get("bias"), acc_bits=W, rule=rule)
-        else:   # the same patches as shift_conv_accumulate (taps outside the input = za), int64 sums
-            n, _, H, Wd = x.shape
-            OH, OW = ref.conv_output_shape(H, Wd, (KH, KW), pads, strides, dil)
-            xp = np.full((n, C, H + pads[0] + pads[2], Wd + pads[1] + pads[3]), za, x.dtype)
-            xp[:, :, pads[0]:pads[0] + H, pads[1]:pads[1] + Wd] = x
-            cols = np.empty((n, OH, OW, C, KH, KW), x.dtype)
-            for kh in range(KH):
-                for kw in range(KW):
-                    h0, w0 = kh * dil[0], kw * dil[1]
-                    cols[..., kh, kw] = xp[:, :, h0:h0 + strides[0] * (OH - 1) + 1:strides[0],
-                                           w0:w0 + strides[1] * (OW - 1) + 1:strides[1]].transpose(0, 2, 3, 1)
-            kn = lambda v: np.ascontiguousarray(v.reshape(T, OC, -1).transpose(0, 2, 1))  # noqa: E731
-            acc = _shift_acc(cols.reshape(n * OH * OW, -1), kn(s), kn(e), za, p.get("bias"), W, rule)
-            acc = acc.reshape(n, OH, OW, OC).transpose(0, 3, 1, 2)
+                                                       dilations=dil, bias=p.get("bias"), acc_bits=W, rule=rule,
+                                                       group=g)
+        else:   # per group (12.4a), the patches of shift_conv_accumulate (taps outside the input = za)
+            if OC % g or x.shape[1] != Cg * g:
+                raise ValueError(f"group={g}: x has {x.shape[1]} channels, the terms {list(s.shape)}")
+            OCg, b = OC // g, p.get("bias")
+            acc = np.concatenate([_shift_conv_acc(x[:, gi * Cg:(gi + 1) * Cg], s[:, gi * OCg:(gi + 1) * OCg],
+                                                  e[:, gi * OCg:(gi + 1) * OCg], za,
+                                                  None if b is None else b[gi * OCg:(gi + 1) * OCg],
+                                                  W, rule, pads, strides, dil) for gi in range(g)], axis=1)
         chan_last = np.moveaxis(acc, 1, -1)
     else:
         K = x.shape[-1]

@@ -749,28 +749,38 @@ class FloatReference:
         rule, W, mode = n.attrs["rule"], int(n.attrs["acc_bits"]), n.attrs.get("mode", "fp32")
         s, e = n.params["signs"].astype(I64), n.params["exponents"].astype(I64)
         za = shift_input_zero_point(n, xq)
-        if conv:      # [T, OC, C, KH, KW] -> [T, K = C*KH*KW, OC]
-            T, OC, C, KH, KW = s.shape
-            s = s.reshape(T, OC, -1).transpose(0, 2, 1)
-            e = e.reshape(T, OC, -1).transpose(0, 2, 1)
-            xs, (nb, OH, OW) = _im2col0(x.astype(I64) - za, KH, KW, tuple(n.attrs["pads"]),
-                                        tuple(n.attrs["strides"]), tuple(n.attrs["dilations"]))
+        if conv:      # per group (12.4a): [T, OCg, Cg, KH, KW] -> [T, K = Cg*KH*KW, OCg], its own patches
+            T, OC, Cg, KH, KW = s.shape
+            g = int(n.attrs.get("group", 1))
+            OCg = OC // g
+            parts = []
+            for gi in range(g):
+                og = slice(gi * OCg, (gi + 1) * OCg)
+                xg, (nb, OH, OW) = _im2col0(x[:, gi * Cg:(gi + 1) * Cg].astype(I64) - za, KH, KW,
+                                            tuple(n.attrs["pads"]), tuple(n.attrs["strides"]),
+                                            tuple(n.attrs["dilations"]))
+                parts.append((xg, s[:, og].reshape(T, OCg, -1).transpose(0, 2, 1),
+                              e[:, og].reshape(T, OCg, -1).transpose(0, 2, 1)))
         else:
-            xs = x.reshape(-1, x.shape[-1]).astype(I64) - za
-        N = s.shape[2]
-        on = s != 0
+            parts = [(x.reshape(-1, x.shape[-1]).astype(I64) - za, s, e)]
+        N = sum(sg.shape[2] for _, sg, _ in parts)
         b = n.params.get("bias")
         b = np.zeros(N, I64) if b is None else b.astype(I64)
         # the exact integer sum of the term products (semantics 12.1-12.2, before saturation)
-        if rule == "exact":
-            wint = np.where(on, s * (np.int64(1) << np.where(on, e, 0)), 0).sum(axis=0)      # [K, N]
-            acc = _exact_matmul(xs, wint)
-        else:         # deepshift: each product floors (the model's own fixed-point product rule)
-            acc = np.zeros((xs.shape[0], N), I64)
-            for eps in sorted(set(e[on].tolist())):
-                m = np.where(on & (e == eps), s, 0).sum(axis=0)
-                sh = (xs << eps) if eps >= 0 else (xs >> -eps)
-                acc = acc + _exact_matmul(sh, m)
+        accs, wints = [], []
+        for xs, sg, eg in parts:
+            on = sg != 0
+            if rule == "exact":
+                wints.append(np.where(on, sg * (np.int64(1) << np.where(on, eg, 0)), 0).sum(axis=0))   # [K, N]
+                accs.append(_exact_matmul(xs, wints[-1]))
+            else:     # deepshift: each product floors (the model's own fixed-point product rule)
+                acc = np.zeros((xs.shape[0], sg.shape[2]), I64)
+                for eps in sorted(set(eg[on].tolist())):
+                    m = np.where(on & (eg == eps), sg, 0).sum(axis=0)
+                    sh = (xs << eps) if eps >= 0 else (xs >> -eps)
+                    acc = acc + _exact_matmul(sh, m)
+                accs.append(acc)
+        acc = accs[0] if len(accs) == 1 else np.concatenate(accs, axis=1)
         A = acc + b                                                   # exact, unbounded
         lo_w, hi_w = -(1 << (W - 1)), (1 << (W - 1)) - 1
         sat = ((A < lo_w) | (A > hi_w)).astype(bool)
@@ -788,8 +798,13 @@ class FloatReference:
         Seff = np.broadcast_to(n.params["w_scale"].astype(np.float32), (N,))
         lo, hi = self._bounds(n, ty, yq)
         if rule == "exact":   # float64: dequantized input times the real weights, summed in float64
-            wreal = wint.astype(F64) * Seff.astype(F64)
-            y = (xs.astype(F64) * F64(sx)) @ wreal + b.astype(F64) * (F64(sx) * Seff.astype(F64))
+            ys, c0 = [], 0
+            for (xs, _, _), wint in zip(parts, wints):
+                c1 = c0 + wint.shape[1]
+                ys.append((xs.astype(F64) * F64(sx)) @ (wint.astype(F64) * Seff[c0:c1].astype(F64)))
+                c0 = c1
+            y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=1)
+            y = y + b.astype(F64) * (F64(sx) * Seff.astype(F64))
         else:
             y = np.asarray(A, F64) * (F64(sx) * Seff.astype(F64))
         away, rx = _q31_away(mode, sx, Seff, sy, (-1,))

@@ -10,15 +10,10 @@
 #include <cstring>
 
 #include "qgemm/avx512_store.h"
+#include "qgemm/avx512vnni_kgroup.h"
 
 namespace pyq {
 namespace {
-
-inline int32_t load_a4(const uint8_t* a) {
-  int32_t v;
-  std::memcpy(&v, a, 4);
-  return v;
-}
 
 // One K group of 4 for all rows: HI selects the high nibbles (K group 2q+1).
 template <int MR, int NV, bool HI, bool SIGNED_A, bool LUT>

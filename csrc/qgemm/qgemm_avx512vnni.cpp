@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "qgemm/avx512_store.h"
+#include "qgemm/avx512vnni_kgroup.h"
 
 namespace pyq {
 namespace {
@@ -42,27 +43,6 @@ void vnni_pack(const int8_t* w_nk, int64_t N, int64_t K, uint8_t* dst) {
   }
 }
 
-inline int32_t load_a4(const uint8_t* a) {
-  int32_t v;
-  std::memcpy(&v, a, 4);
-  return v;
-}
-
-template <int MR, int NV, bool SIGNED_A>
-__attribute__((always_inline)) inline void kgroup(__m512i (&acc)[MR][NV], const uint8_t* const (&a)[MR], int64_t off,
-                                                  const uint8_t* b, __m512i flip) {
-  __m512i bv[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(reinterpret_cast<const void*>(b + 64 * v));
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    __m512i av = _mm512_set1_epi32(load_a4(a[r] + off));
-    if constexpr (SIGNED_A) av = _mm512_xor_si512(av, flip);
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
-  }
-}
-
 template <int MR, int NV, bool SIGNED_A>
 void ukernel_6x64c4(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_t cnt) {
   // With 1-2 rows there are too few independent vpdpbusd chains to cover the
@@ -80,8 +60,8 @@ void ukernel_6x64c4(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t 
   int64_t g = 0;
   if constexpr (kSets == 2) {
     for (; g + 1 < kfull; g += 2) {
-      kgroup<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
-      kgroup<MR, NV, SIGNED_A>(acc[kSets - 1], a, 4 * g + 4, bp + NV * 64, flip);
+      kgroup_i8<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
+      kgroup_i8<MR, NV, SIGNED_A>(acc[kSets - 1], a, 4 * g + 4, bp + NV * 64, flip);
       bp += 2 * NV * 64;
     }
   }
@@ -92,7 +72,7 @@ void ukernel_6x64c4(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t 
   int64_t off = 4 * g, count = kfull - g;
   for (int pass = 0; pass < 2; ++pass) {
     for (int64_t i = 0; i < count; ++i, off += 4) {
-      kgroup<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
+      kgroup_i8<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
       bp += NV * 64;
     }
     if (pass == 1 || K % 4 == 0) break;
@@ -134,13 +114,13 @@ void ukernel_indirect(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_
     int64_t g = 0;
     if constexpr (kSets == 2) {
       for (; g + 1 < groups; g += 2) {
-        kgroup<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
-        kgroup<MR, NV, SIGNED_A>(acc[kSets - 1], a, 4 * g + 4, bp + NV * 64, flip);
+        kgroup_i8<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
+        kgroup_i8<MR, NV, SIGNED_A>(acc[kSets - 1], a, 4 * g + 4, bp + NV * 64, flip);
         bp += 2 * NV * 64;
       }
     }
     for (; g < groups; ++g) {
-      kgroup<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
+      kgroup_i8<MR, NV, SIGNED_A>(acc[0], a, 4 * g, bp, flip);
       bp += NV * 64;
     }
   }

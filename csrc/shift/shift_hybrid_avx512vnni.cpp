@@ -18,18 +18,13 @@
 #include <cstring>
 
 #include "qgemm/avx512_store.h"
+#include "qgemm/avx512vnni_kgroup.h"
 #include "shift/shift.h"
 
 namespace pyq {
 namespace {
 
 constexpr int64_t kTableBytes = int64_t{kShiftBucketRows} * 64;
-
-inline int32_t load_a4(const uint8_t* a) {
-  int32_t v;
-  std::memcpy(&v, a, 4);
-  return v;
-}
 
 // The shift job of a task: its row blocks one after the other, one table at a time
 // (built when the job reaches the block); the VNNI tiles of any rows consume it.
@@ -81,21 +76,6 @@ __attribute__((always_inline)) inline void unit(Side& s) {
   _mm512_store_si512(A + 16, _mm512_add_epi32(_mm512_load_si512(A + 16), od));
 }
 
-template <int MR, int NV, bool SIGNED_A>
-__attribute__((always_inline)) inline void kgroup(__m512i (&acc)[MR][NV], const uint8_t* const (&a)[MR], int64_t off,
-                                                  const uint8_t* b, __m512i flip) {
-  __m512i bv[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(reinterpret_cast<const void*>(b + 64 * v));
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    __m512i av = _mm512_set1_epi32(load_a4(a[r] + off));
-    if constexpr (SIGNED_A) av = _mm512_xor_si512(av, flip);
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
-  }
-}
-
 // Rows [m, m + MR) of one VNNI panel, one shift unit after every `period` K groups
 // while units remain. The last, partial K group reads its activations from a
 // zero-padded copy (the packed weights are zero past K).
@@ -111,7 +91,7 @@ void tile(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_
   int64_t off = 0, g = 0;
   for (; g + period <= kfull && s.u != s.end; g += period) {
     for (int i = 0; i < period; ++i, off += 4) {
-      kgroup<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
+      kgroup_i8<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
       bp += NV * 64;
     }
     unit(s);
@@ -121,7 +101,7 @@ void tile(const GemmProblem& p, int64_t m, const uint8_t* bp, int64_t n0, int64_
   int64_t count = kfull - g;
   for (int pass = 0; pass < 2; ++pass) {
     for (int64_t i = 0; i < count; ++i, off += 4) {
-      kgroup<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
+      kgroup_i8<MR, NV, SIGNED_A>(acc[0], a, off, bp, flip);
       bp += NV * 64;
     }
     if (pass == 1 || K % 4 == 0) break;

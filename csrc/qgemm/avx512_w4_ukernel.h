@@ -28,13 +28,7 @@ __attribute__((always_inline)) inline void kgroup(__m512i (&acc)[MR][NV], const 
     bv[v] = _mm512_and_si512(p, mask);
     if constexpr (LUT) bv[v] = _mm512_shuffle_epi8(lut, bv[v]);
   }
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    __m512i av = _mm512_set1_epi32(load_a4(a[r] + off));
-    if constexpr (SIGNED_A) av = _mm512_xor_si512(av, flip);
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
-  }
+  dpbusd_rows<MR, NV, SIGNED_A>(acc, a, off, bv, flip);
 }
 
 template <int MR, int NV, bool SIGNED_A, bool LUT>

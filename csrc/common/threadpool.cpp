@@ -212,4 +212,15 @@ void parallel_for(int ntasks, int max_threads, const std::function<void(int)>& f
   pool().run(ntasks, max_threads, fn);
 }
 
+void parallel_ranges(int64_t total, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (total <= 0) return;
+  const int nt = get_num_threads();
+  const int64_t ntasks = std::min<int64_t>(nt, std::max<int64_t>(1, total / std::max<int64_t>(grain, 1)));
+  if (ntasks <= 1) {
+    fn(0, total);
+    return;
+  }
+  parallel_for(static_cast<int>(ntasks), nt, [&](int t) { fn(total * t / ntasks, total * (t + 1) / ntasks); });
+}
+
 }  // namespace pyq

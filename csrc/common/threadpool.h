@@ -3,6 +3,7 @@
 // thread count: every output element is computed entirely by one thread, and
 // int32 accumulation is modular anyway (docs/semantics.md, "Accumulation").
 #pragma once
+#include <cstdint>
 #include <functional>
 
 namespace pyq {
@@ -16,5 +17,10 @@ int default_num_threads();
 // (including the caller). Concurrent callers are serialised; a nested call from
 // inside a task runs serially on the calling thread.
 void parallel_for(int ntasks, int max_threads, const std::function<void(int)>& fn);
+
+// Runs fn(i0, i1) over [0, total) cut into at most one contiguous range per thread,
+// each of at least `grain` elements (one range, on the caller, when total < 2 * grain).
+// Every element is computed by exactly one call, so results do not depend on the split.
+void parallel_ranges(int64_t total, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
 }  // namespace pyq

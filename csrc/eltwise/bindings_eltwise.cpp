@@ -47,20 +47,6 @@ py::array empty_like_q8(bool s8, const std::vector<py::ssize_t>& shape) {
   return py::array_t<uint8_t>(shape);
 }
 
-// Runs fn(begin, end) over [0, total) in contiguous pieces of at least `grain` items.
-// Every item is computed by exactly one call, so results do not depend on the split.
-void split(int64_t total, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  if (total <= 0) return;
-  const int nt = get_num_threads();
-  int64_t ntasks = std::min<int64_t>(nt, std::max<int64_t>(1, total / std::max<int64_t>(grain, 1)));
-  if (ntasks <= 1) {
-    fn(0, total);
-    return;
-  }
-  parallel_for(static_cast<int>(ntasks), nt,
-               [&](int t) { fn(total * t / ntasks, total * (t + 1) / ntasks); });
-}
-
 const EltwiseKernels& kernels() { return *eltwise_kernels_for(active_path()); }
 
 // In-bounds taps of each output position along one axis (docs/semantics.md 11.1).
@@ -141,7 +127,7 @@ py::array max_pool(const py::array& x, const std::vector<int64_t>& kernel, const
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(g.N * g.OH, row_grain(g), [&](int64_t r0, int64_t r1) { (s8 ? k.max_pool_s8 : k.max_pool_u8)(a, r0, r1); });
+    parallel_ranges(g.N * g.OH, row_grain(g), [&](int64_t r0, int64_t r1) { (s8 ? k.max_pool_s8 : k.max_pool_u8)(a, r0, r1); });
   }
   return y;
 }
@@ -163,7 +149,7 @@ py::array avg_pool(const py::array& x, float x_scale, int32_t x_zp, float y_scal
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(g.N * g.OH, row_grain(g), [&](int64_t r0, int64_t r1) {
+    parallel_ranges(g.N * g.OH, row_grain(g), [&](int64_t r0, int64_t r1) {
       std::vector<float> scratch(static_cast<size_t>(g.C));
       (s8 ? k.avg_pool_s8 : k.avg_pool_u8)(a, r0, r1, scratch.data());
     });
@@ -190,7 +176,7 @@ py::array global_avg_pool(const py::array& x, float x_scale, int32_t x_zp, float
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
     const int64_t cblocks = (C + 63) / 64;
-    split(N * cblocks, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, HW * 64)), [&](int64_t t0, int64_t t1) {
+    parallel_ranges(N * cblocks, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, HW * 64)), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / cblocks, c0 = (t % cblocks) * 64;
         (s8 ? k.gap_s8 : k.gap_u8)(a, n, c0, std::min(C, c0 + 64));
@@ -360,7 +346,7 @@ py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array&
     auto kern = s8 ? k.add_s8 : k.add_u8;
     if (sp.spans == 1) {
       p.a = swap ? pb : pa, p.b = swap ? pa : pb, p.y = py_;
-      split(sp.inner, 65536, [&](int64_t i0, int64_t i1) { kern(p, i0, i1); });
+      parallel_ranges(sp.inner, 65536, [&](int64_t i0, int64_t i1) { kern(p, i0, i1); });
     } else if (const int64_t R = repeat_tile(sp); R > 1) {
       // One operand is a single run repeated at every span (a per-channel [C] or [1,1,1,C]
       // operand of an NHWC tensor): R copies of it let one kernel call cover R spans of the
@@ -370,7 +356,7 @@ py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array&
       const uint8_t* rep = tile_a ? pa : pb;
       std::vector<uint8_t> tile(static_cast<size_t>(R * inner));
       for (int64_t r = 0; r < R; ++r) std::memcpy(tile.data() + r * inner, rep, static_cast<size_t>(inner));
-      split(sp.spans / n_last * chunks, std::max<int64_t>(1, 65536 / (R * inner)), [&](int64_t u0, int64_t u1) {
+      parallel_ranges(sp.spans / n_last * chunks, std::max<int64_t>(1, 65536 / (R * inner)), [&](int64_t u0, int64_t u1) {
         AddArgs q = p;
         for (int64_t u = u0; u < u1; ++u) {
           const int64_t j0 = (u % chunks) * R, s = (u / chunks) * n_last + j0;
@@ -385,7 +371,7 @@ py::array qlinear_add(const py::array& a, float sa, int32_t za, const py::array&
       });
     } else {
       const int64_t inner = sp.inner;
-      split(sp.spans, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, inner)), [&](int64_t s0, int64_t s1) {
+      parallel_ranges(sp.spans, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, inner)), [&](int64_t s0, int64_t s1) {
         AddArgs q = p;
         for (int64_t s = s0; s < s1; ++s) {
           const int64_t oa = span_offset(sp, sp.sa, s), ob = span_offset(sp, sp.sb, s);
@@ -412,7 +398,7 @@ py::array clip(const py::array& x, int32_t lo, int32_t hi) {
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(n, 1 << 18, [&](int64_t i0, int64_t i1) {
+    parallel_ranges(n, 1 << 18, [&](int64_t i0, int64_t i1) {
       if (s8)
         k.clip_s8(static_cast<const int8_t*>(xp) + i0, static_cast<int8_t*>(yp) + i0, i1 - i0, lo, hi);
       else
@@ -460,7 +446,7 @@ py::array quantize(const py::array& x, const py::array& scale, const py::array& 
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(R, std::max<int64_t>(1, 65536 / std::max<int64_t>(C, 1)),
+    parallel_ranges(R, std::max<int64_t>(1, 65536 / std::max<int64_t>(C, 1)),
           [&](int64_t r0, int64_t r1) { (s8 ? k.quantize_s8 : k.quantize_u8)(a, r0, r1); });
   }
   return y;
@@ -482,7 +468,7 @@ py::array dequantize(const py::array& q, const py::array& scale, const py::array
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(R, std::max<int64_t>(1, 65536 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    parallel_ranges(R, std::max<int64_t>(1, 65536 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
       (s32 ? k.dequantize_s32 : s8 ? k.dequantize_s8 : k.dequantize_u8)(a, r0, r1);
     });
   }
@@ -508,7 +494,7 @@ py::array requantize(const py::array& x, const RequantParams& rq, int32_t zp, in
   {
     py::gil_scoped_release release;
     const EltwiseKernels& k = kernels();
-    split(R, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)),
+    parallel_ranges(R, std::max<int64_t>(1, 32768 / std::max<int64_t>(C, 1)),
           [&](int64_t r0, int64_t r1) { (s8 ? k.requantize_s8 : k.requantize_u8)(a, r0, r1); });
   }
   return y;

@@ -104,19 +104,6 @@ bool use_count(const ThresholdTable& t, bool lanes, const std::string& algo) {
   return t.W <= (lanes ? kCountMaxLanes : kCountMaxSpan);
 }
 
-// Runs fn(begin, end) over [0, total) in contiguous pieces of at least `grain` items.
-// Every item is computed by exactly one call, so results do not depend on the split.
-void split(int64_t total, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  if (total <= 0) return;
-  const int nt = get_num_threads();
-  const int64_t ntasks = std::min<int64_t>(nt, std::max<int64_t>(1, total / std::max<int64_t>(grain, 1)));
-  if (ntasks <= 1) {
-    fn(0, total);
-    return;
-  }
-  parallel_for(static_cast<int>(ntasks), nt, [&](int i) { fn(total * i / ntasks, total * (i + 1) / ntasks); });
-}
-
 py::array multi_threshold_int(const py::array& x, const ThresholdTable& t, int64_t axis, const std::string& out_dtype,
                               const std::string& algo) {
   const ThrIn in = t.in;
@@ -171,11 +158,11 @@ py::array multi_threshold_int(const py::array& x, const ThresholdTable& t, int64
     py::gil_scoped_release release;
     const ThresholdKernels& k = *threshold_kernels_for(active_path());
     if (t.R == 1) {
-      split(n, grain_elems, [&](int64_t i0, int64_t i1) { k.span(a, i0, i1, 0, al); });
+      parallel_ranges(n, grain_elems, [&](int64_t i0, int64_t i1) { k.span(a, i0, i1, 0, al); });
     } else if (lanes) {
-      split(outer, std::max<int64_t>(1, grain_elems / C), [&](int64_t o0, int64_t o1) { k.lanes(a, o0, o1, al); });
+      parallel_ranges(outer, std::max<int64_t>(1, grain_elems / C), [&](int64_t o0, int64_t o1) { k.lanes(a, o0, o1, al); });
     } else {
-      split(outer * C, std::max<int64_t>(1, grain_elems / inner), [&](int64_t q0, int64_t q1) {
+      parallel_ranges(outer * C, std::max<int64_t>(1, grain_elems / inner), [&](int64_t q0, int64_t q1) {
         for (int64_t q = q0; q < q1; ++q) k.span(a, q * inner, (q + 1) * inner, q % C, al);
       });
     }

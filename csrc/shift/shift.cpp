@@ -202,6 +202,21 @@ namespace {
 
 constexpr uint16_t kZeroRow = 64 * 2 * kShiftBucketK;  // the zero row of a block's table
 
+// The table offsets of column n's active terms in k block kb, grouped by exponent:
+// rows[e] (the caller's array covers every exponent the terms use).
+template <size_t E>
+void block_rows(const std::vector<int8_t>& terms, int64_t K, int T, int64_t n, int64_t kb,
+                std::vector<uint16_t> (&rows)[E]) {
+  for (auto& r : rows) r.clear();
+  const int64_t k1 = std::min<int64_t>(K, (kb + 1) * kShiftBucketK);
+  for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
+    for (int t = 0; t < T; ++t) {
+      const int8_t* d = &terms[static_cast<size_t>(((n * K + k) * T + t) * 2)];
+      const int off = static_cast<int>(k - kb * kShiftBucketK);
+      if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
+    }
+}
+
 // The rows-in-lanes streams (section 12.4a): per column n and k block kb, the table
 // offsets of the active terms grouped by exponent (rows[e], e in [0, 30]); emit(rows,
 // stream) appends the block's records.
@@ -214,14 +229,7 @@ std::unique_ptr<ShiftBuckets> rows_stream(const std::vector<int8_t>& terms, int6
   for (int64_t n = 0; n < N; ++n)
     for (int64_t kb = 0; kb < b->nkb; ++kb) {
       b->start[n * b->nkb + kb] = static_cast<int64_t>(b->stream.size());
-      for (auto& r : rows) r.clear();
-      const int64_t k1 = std::min<int64_t>(K, (kb + 1) * kShiftBucketK);
-      for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
-        for (int t = 0; t < T; ++t) {
-          const int8_t* d = &terms[static_cast<size_t>(((n * K + k) * T + t) * 2)];
-          const int off = static_cast<int>(k - kb * kShiftBucketK);
-          if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
-        }
+      block_rows(terms, K, T, n, kb, rows);
       emit(rows, &b->stream);
     }
   return b;
@@ -340,14 +348,7 @@ void hybrid_groups(const std::vector<int8_t>& terms, int64_t K, int T, int64_t n
   const int64_t nkb = (K + kShiftBucketK - 1) / kShiftBucketK;
   std::vector<uint16_t> rows[kShiftChunkMaxExp + 1];
   auto one = [&](int64_t n, int64_t kb) {
-    for (auto& r : rows) r.clear();
-    const int64_t k1 = std::min<int64_t>(K, (kb + 1) * kShiftBucketK);
-    for (int64_t k = kb * kShiftBucketK; k < k1; ++k)
-      for (int t = 0; t < T; ++t) {
-        const int8_t* d = &terms[static_cast<size_t>(((n * K + k) * T + t) * 2)];
-        const int off = static_cast<int>(k - kb * kShiftBucketK);
-        if (d[0] != 0) rows[d[1]].push_back(static_cast<uint16_t>(64 * (d[0] > 0 ? off : kShiftBucketK + off)));
-      }
+    block_rows(terms, K, T, n, kb, rows);
     visit(n, kb, rows);
   };
   if (kb_major) {

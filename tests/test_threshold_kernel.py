@@ -92,17 +92,22 @@ def draw_shape(data, B):
     return shape, layout
 
 
-@settings(max_examples=150)
-@given(data=st.data())
-def test_kernel_matches_reference(data, run_everywhere):
+def draw_case(data):
+    """Width, shape and layout, an rng, the input dtype, the channel axis and thresholds (one row
+    or one per channel)."""
     B = data.draw(st.sampled_from(B_CHOICES))
     shape, layout = draw_shape(data, B)
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
     xdt = data.draw(st.sampled_from(KERNEL_IN_DTYPES))
     ax = ref.channel_axis(len(shape), layout)
-    C = shape[ax]
-    rows = data.draw(st.sampled_from([1, C]))
-    T = draw_thresholds(data, rng, rows, B, xdt)
+    rows = data.draw(st.sampled_from([1, shape[ax]]))
+    return B, shape, layout, rng, xdt, ax, draw_thresholds(data, rng, rows, B, xdt)
+
+
+@settings(max_examples=150)
+@given(data=st.data())
+def test_kernel_matches_reference(data, run_everywhere):
+    B, shape, layout, rng, xdt, ax, T = draw_case(data)
     x = draw_x(rng, shape, xdt, T)
     od, s, b = draw_out(data, B)
     want = ref.multi_threshold(x, T, s, b, data_layout=layout, out_dtype=od)
@@ -119,24 +124,17 @@ def test_kernel_matches_reference(data, run_everywhere):
 @given(data=st.data())
 def test_sign_and_float_thresholds(data, run_everywhere):
     """The planner's per-channel sign (count of sign[c] * x >= T) and float thresholds (+-inf, halves)."""
-    B = data.draw(st.sampled_from(B_CHOICES))
-    shape, layout = draw_shape(data, B)
-    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
-    xdt = data.draw(st.sampled_from(KERNEL_IN_DTYPES))
-    ax = ref.channel_axis(len(shape), layout)
-    C = shape[ax]
-    rows = data.draw(st.sampled_from([1, C]))
-    T = draw_thresholds(data, rng, rows, B, xdt)
+    B, shape, layout, rng, xdt, ax, T = draw_case(data)
     if data.draw(st.booleans()):
         T = T.astype(np.float64) + rng.choice([0.0, 0.5, -0.5, 0.25], T.shape)
         if B:
             T[rng.random(T.shape) < 0.1] = np.inf
             T[rng.random(T.shape) < 0.1] = -np.inf
     x = draw_x(rng, shape, xdt, np.nan_to_num(T, posinf=0, neginf=0).astype(np.int64))
-    sign = rng.choice([-1, 1], C).astype(np.int64)
+    sign = rng.choice([-1, 1], shape[ax]).astype(np.int64)
     od, s, b = draw_out(data, B)
     sh = [1] * x.ndim
-    sh[ax] = C
+    sh[ax] = shape[ax]
     want = ref.multi_threshold(x.astype(np.int64) * sign.reshape(sh), T, s, b, data_layout=layout, out_dtype=od)
     tab = int_threshold_table(T, xdt, s, b, od, sign=sign)
     assert tab is not None

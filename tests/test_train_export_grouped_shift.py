@@ -150,7 +150,7 @@ def test_grouped_shift_round_trip(name, qat, tmp_path):
     grouped_wide = any(float(layers[n].integer_params()["parts"][0].w_int.abs().max()) > 127
                        for n, g in GROUPS.items() if g > 1)
     assert grouped_wide == wide, "the configuration no longer tests what its table entry says"
-    if "act" in name:
+    if name.endswith("_act"):
         assert all(int(layers[n].in_quant.qparams()["zero_point"].reshape(-1)[0]) != 0 for n in GROUPS if n != "0")
     path = tmp_path / f"{name}.onnx"
     proto = qt.export(q, _digits()[:8], str(path), pyqinfer_domain=True, shift_layers="all")   # check=True
@@ -187,15 +187,18 @@ def test_grouped_shift_codes_decode_to_the_weights():
     q = _prepared(CONFIGS["log5"][0])
     proto = qt.export(q, _digits()[:2], pyqinfer_domain=True, shift_layers="all")
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    checked = []
     for n in proto.graph.node:
         if n.op_type != "ShiftConv" or GROUPS[n.name] == 1:
             continue
+        checked.append(n.name)
         a = _attrs(n)
         w = q.get_submodule(n.name).integer_params()["parts"][0].w_int.numpy()
         assert a["w_shape"] == list(w.shape) and w.shape[1] in (1, 2, 4, 8)
         cb = quant.log_codebook(a["bits"], e_min=a["e_min"], e_max=a["e_max"], base=2, signed=True)
         ints, _ = quant.unpack(inits[n.input[3]], w.shape, cb).to_integers()
         assert np.array_equal(ints.astype(np.float64), w), n.name
+    assert checked == [n for n, g in GROUPS.items() if g > 1]
 
 
 def test_bn_folded_into_grouped_conv():

@@ -83,7 +83,11 @@ def _digits():
 
 
 def _prepared(name, qat_steps=0):
-    build, cfg = CONFIGS[name]
+    return prepared_model(*CONFIGS[name], qat_steps)
+
+
+def prepared_model(build, cfg, qat_steps=0):
+    """``build()`` prepared with ``cfg``, calibrated on 200 digits, then ``qat_steps`` QAT steps."""
     q = qt.prepare(build(), cfg)
     xcal = _digits()[:200] * 1.0
     qt.calibrate(q, [xcal])
@@ -327,11 +331,7 @@ SHIFT_CONFIGS = {   # name -> (builder, config, at least one layer's integer wei
 
 def _shift_prepared(name, qat_steps=0):
     build, cfg, _ = SHIFT_CONFIGS[name]
-    CONFIGS["_shift"] = (build, cfg)
-    try:
-        return _prepared("_shift", qat_steps)
-    finally:
-        del CONFIGS["_shift"]
+    return prepared_model(build, cfg, qat_steps)
 
 
 def _wide(q):

@@ -48,7 +48,8 @@ With ``pyqinfer_domain=True``:
   integer levels do not fit int8, or whose declared ``acc_bits`` can saturate
   (``shift_layers="all"``: every one): ``pyqinfer.ShiftConv`` /
   ``pyqinfer.ShiftMatMul`` with the codes of :func:`shift_codes` (rule
-  ``exact``, mode ``fp32``, the layer's ``acc_bits``).
+  ``exact``, mode ``fp32``, the layer's ``acc_bits``); grouped and depthwise
+  convolutions carry the ``group`` attribute (up to 65536).
 
 A declared ``acc_bits`` on a standard op becomes the verified metadata
 ``pyqinfer.acc_bits:<node>`` (docs/model-format.md 9.4). Not exported
@@ -70,6 +71,7 @@ MS = "com.microsoft"
 PQ = "pyqinfer"
 OPSET = 21
 FLOAT_ACC_LIMIT = 2 ** 24       # |acc| below this: int32 -> float32 and the bias add are exact
+SHIFT_CONV_MAX_GROUP = 1 << 16  # the largest ShiftConv group the importer takes (pyqinfer_domain.py)
 
 __all__ = ["export", "ExportError", "shift_codes"]
 
@@ -523,8 +525,10 @@ class _Exporter:
         from ..frontends.pyqinfer_domain import make_shift_node
         conv = isinstance(layer, QConv2d)
         part = p["parts"][0]
-        if conv and layer.groups != 1:
-            raise ExportError(f"{name!r}: pyqinfer.ShiftConv takes group=1 only, the layer has groups={layer.groups}")
+        if conv and not 1 <= layer.groups <= SHIFT_CONV_MAX_GROUP:
+            raise ExportError(f"{name!r}: pyqinfer.ShiftConv takes group 1..{SHIFT_CONV_MAX_GROUP} (ONNX Conv's "
+                              f"meaning: grouped and depthwise convolutions, docs/model-format.md 9.1), the layer "
+                              f"has groups={layer.groups}")
         codes = shift_codes(layer, part)
         bias = None if p["bias_int"] is None else _i64(p["bias_int"]).astype(np.int32)
         bnd = max(self._bounds(cur, p))
@@ -535,7 +539,7 @@ class _Exporter:
             raise ExportError(f"{name!r}: the accumulator bound {bnd:.0f} >= 2^53: the float64 eval form is not exact")
         attrs = {"rule": "exact", "acc_bits": 32 if layer.acc_bits is None else int(layer.acc_bits), "mode": "fp32"}
         if conv:
-            attrs.update({k: v for k, v in layer.op_attributes().items() if k != "group"})
+            attrs.update(layer.op_attributes())        # strides, pads, dilations, group, kernel_shape
         out_q = layer.out_quant
         thresh = out_q is not None and hasattr(out_q, "integer_thresholds")
         ndim = cur.ndim if conv else 2

@@ -1,0 +1,90 @@
+// AVX2 depthwise shift convolution rows (docs/semantics.md 12.4a, dwshift.h): int32
+// lanes (vpsllvd; AVX2 has no 16-bit variable shift), 8 output channels per ymm, P
+// output pixels per weight load; the same off-term count, xor sign and count
+// correction as the AVX-512BW kernel.
+#include <immintrin.h>
+
+#include "shift/dwshift.h"
+
+namespace pyq {
+namespace {
+
+inline void store8(const DwShiftRows& p, __m256i v, int64_t c0, int32_t* dst) {
+  const int64_t n = p.OC - c0;
+  if (n <= 0) return;
+  if (p.epi32) {
+    v = _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.addc + c0)));
+    v = _mm256_max_epi32(v, _mm256_set1_epi32(p.lo));
+    v = _mm256_min_epi32(v, _mm256_set1_epi32(p.hi));
+    if (n >= 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c0), v);
+    } else {
+      const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      _mm256_maskstore_epi32(dst + c0, k, v);
+    }
+    return;
+  }
+  alignas(32) int32_t sum[8];  // the exact sums (fit int32 by the bound)
+  _mm256_store_si256(reinterpret_cast<__m256i*>(sum),
+                     _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.corr + c0))));
+  dwshift_store_wide(p, sum, c0, n >= 8 ? 8 : n, dst);
+}
+
+template <int P, bool R>
+inline void px(const DwShiftRows& p, const int32_t* xrow, int64_t ow0, int64_t cb, int32_t* orow) {
+  const int64_t OCp = p.OCp, Wp = p.Wp, T = p.T, step = p.sw * OCp;
+  __m256i acc[P];
+#pragma GCC unroll 4
+  for (int q = 0; q < P; ++q) acc[q] = _mm256_setzero_si256();
+  for (int64_t kh = 0; kh < p.KH; ++kh) {
+    const int32_t* xr = xrow + kh * p.dh * Wp * OCp + ow0 * step + cb;
+    for (int64_t kw = 0; kw < p.KW; ++kw) {
+      const int32_t* xp = xr + kw * p.dw * OCp;
+      __m256i xv[P];
+#pragma GCC unroll 4
+      for (int q = 0; q < P; ++q) xv[q] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + q * step));
+      const int64_t w0 = (kh * p.KW + kw) * T * OCp + cb;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t wi = w0 + t * OCp;
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.w.lc + wi));
+        const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.w.sm + wi));
+        __m256i r = _mm256_setzero_si256();
+        if constexpr (R) r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.w.rc + wi));
+#pragma GCC unroll 4
+        for (int q = 0; q < P; ++q) {
+          __m256i y = _mm256_sllv_epi32(xv[q], c);
+          if constexpr (R) y = _mm256_srav_epi32(y, r);
+          acc[q] = _mm256_add_epi32(acc[q], _mm256_xor_si256(y, s));
+        }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < P; ++q) store8(p, acc[q], cb, orow + (ow0 + q) * p.OC);
+}
+
+template <bool R>
+void rows(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+  const int64_t OW = p.OW;
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    int32_t* orow = p.out + oh * OW * p.OC;
+    const int32_t* xrow = static_cast<const int32_t*>(p.xb) + oh * p.sh * p.Wp * p.OCp;
+    for (int64_t cb = 0; cb < p.OC; cb += 8) {
+      int64_t ow = 0;
+      for (; ow + 4 <= OW; ow += 4) px<4, R>(p, xrow, ow, cb, orow);
+      if (ow + 2 <= OW) px<2, R>(p, xrow, ow, cb, orow), ow += 2;
+      if (ow < OW) px<1, R>(p, xrow, ow, cb, orow);
+    }
+  }
+}
+
+}  // namespace
+
+void dwshift_rows_avx2_i32(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+  if (p.right_shifts)
+    rows<true>(p, oh0, oh1);
+  else
+    rows<false>(p, oh0, oh1);
+}
+
+}  // namespace pyq

@@ -1,0 +1,133 @@
+// AVX-512BW depthwise shift convolution rows (docs/semantics.md 12.4a, dwshift.h):
+// output channels in lanes, 16 per zmm (int32 lanes, vpsllvd) or 32 (int16 lanes,
+// vpsllvw), P output pixels per weight load. Per tap and term: y = x << lc
+// (lc = 32 for an off term gives 0), for right shifts y >>= rc (arithmetic: floor),
+// acc += y ^ sm (sm = -1 adds -y - 1; the count is added back in the epilogue).
+// The plan (dwshift.cpp) guarantees every lane sum is exact; the epilogue is
+// sat_W(sum + bias) in int32 (bound + |bias| <= 2^31 - 1) or int64.
+#include <immintrin.h>
+
+#include "shift/dwshift.h"
+
+namespace pyq {
+namespace {
+
+// Stores channels [c0, c0 + 16) (those below OC) of one output pixel.
+inline void store16(const DwShiftRows& p, __m512i v, int64_t c0, int32_t* dst) {
+  const int64_t n = p.OC - c0;
+  if (n <= 0) return;
+  const __mmask16 k = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+  if (p.epi32) {
+    v = _mm512_add_epi32(v, _mm512_loadu_si512(p.addc + c0));
+    v = _mm512_max_epi32(v, _mm512_set1_epi32(p.lo));
+    v = _mm512_min_epi32(v, _mm512_set1_epi32(p.hi));
+    _mm512_mask_storeu_epi32(dst + c0, k, v);
+    return;
+  }
+  alignas(64) int32_t sum[16];  // the exact sums (fit int32 by the bound)
+  _mm512_store_si512(sum, _mm512_add_epi32(v, _mm512_loadu_si512(p.corr + c0)));
+  dwshift_store_wide(p, sum, c0, n >= 16 ? 16 : n, dst);
+}
+
+// The lane type: int16 (32 channels per zmm) or int32 (16).
+template <bool W16>
+struct Lanes {
+  using E = int32_t;
+  static constexpr int64_t kWidth = 16;
+  static const E* lc(const DwShiftTerms& w) { return w.lc; }
+  static const E* sm(const DwShiftTerms& w) { return w.sm; }
+  static const E* rc(const DwShiftTerms& w) { return w.rc; }
+  static __m512i sllv(__m512i x, __m512i c) { return _mm512_sllv_epi32(x, c); }
+  static __m512i srav(__m512i x, __m512i c) { return _mm512_srav_epi32(x, c); }
+  static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+};
+template <>
+struct Lanes<true> {
+  using E = int16_t;
+  static constexpr int64_t kWidth = 32;
+  static const E* lc(const DwShiftTerms& w) { return w.lc16; }
+  static const E* sm(const DwShiftTerms& w) { return w.sm16; }
+  static const E* rc(const DwShiftTerms& w) { return w.rc16; }
+  static __m512i sllv(__m512i x, __m512i c) { return _mm512_sllv_epi16(x, c); }
+  static __m512i srav(__m512i x, __m512i c) { return _mm512_srav_epi16(x, c); }
+  static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi16(a, b); }
+};
+
+// P output pixels [ow0, ow0 + P) of one row, channels [cb, cb + kWidth).
+template <int P, bool R, bool W16>
+inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* xrow, int64_t ow0, int64_t cb, int32_t* orow) {
+  using L = Lanes<W16>;
+  using E = typename L::E;
+  const int64_t OCp = p.OCp, Wp = p.Wp, T = p.T, step = p.sw * OCp;
+  const E *lc = L::lc(p.w), *sm = L::sm(p.w), *rc = L::rc(p.w);
+  __m512i acc[P];
+#pragma GCC unroll 8
+  for (int q = 0; q < P; ++q) acc[q] = _mm512_setzero_si512();
+  for (int64_t kh = 0; kh < p.KH; ++kh) {
+    const E* xr = xrow + kh * p.dh * Wp * OCp + ow0 * step + cb;
+    for (int64_t kw = 0; kw < p.KW; ++kw) {
+      const E* xp = xr + kw * p.dw * OCp;
+      __m512i xv[P];
+#pragma GCC unroll 8
+      for (int q = 0; q < P; ++q) xv[q] = _mm512_loadu_si512(xp + q * step);
+      const int64_t w0 = (kh * p.KW + kw) * T * OCp + cb;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t wi = w0 + t * OCp;
+        const __m512i c = _mm512_loadu_si512(lc + wi), s = _mm512_loadu_si512(sm + wi);
+        __m512i r = _mm512_setzero_si512();
+        if constexpr (R) r = _mm512_loadu_si512(rc + wi);
+#pragma GCC unroll 8
+        for (int q = 0; q < P; ++q) {
+          __m512i y = L::sllv(xv[q], c);
+          if constexpr (R) y = L::srav(y, r);
+          acc[q] = L::add(acc[q], _mm512_xor_si512(y, s));
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < P; ++q) {
+    int32_t* dst = orow + (ow0 + q) * p.OC;
+    if constexpr (W16) {  // widen: channels cb..cb+15, cb+16..cb+31
+      store16(p, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc[q])), cb, dst);
+      store16(p, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc[q], 1)), cb + 16, dst);
+    } else {
+      store16(p, acc[q], cb, dst);
+    }
+  }
+}
+
+template <bool W16, bool R>
+void rows(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+  using E = typename Lanes<W16>::E;
+  const int64_t OW = p.OW;
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    int32_t* orow = p.out + oh * OW * p.OC;
+    const E* xrow = static_cast<const E*>(p.xb) + oh * p.sh * p.Wp * p.OCp;
+    for (int64_t cb = 0; cb < p.OC; cb += Lanes<W16>::kWidth) {
+      int64_t ow = 0;
+      for (; ow + 8 <= OW; ow += 8) px<8, R, W16>(p, xrow, ow, cb, orow);
+      if (ow + 4 <= OW) px<4, R, W16>(p, xrow, ow, cb, orow), ow += 4;
+      if (ow + 2 <= OW) px<2, R, W16>(p, xrow, ow, cb, orow), ow += 2;
+      if (ow < OW) px<1, R, W16>(p, xrow, ow, cb, orow);
+    }
+  }
+}
+
+}  // namespace
+
+void dwshift_rows_avx512bw_i16(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+  if (p.right_shifts)
+    rows<true, true>(p, oh0, oh1);
+  else
+    rows<true, false>(p, oh0, oh1);
+}
+
+void dwshift_rows_avx512bw_i32(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+  if (p.right_shifts)
+    rows<false, true>(p, oh0, oh1);
+  else
+    rows<false, false>(p, oh0, oh1);
+}
+
+}  // namespace pyq

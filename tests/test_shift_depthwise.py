@@ -202,22 +202,24 @@ def test_results_do_not_depend_on_thread_count():
         np.testing.assert_array_equal(o, want)
 
 
-def test_requantized_output_matches_reference():
+@pytest.mark.parametrize("mode", ["fp32", "q31", "q31_single"])
+def test_requantized_output_matches_reference(kernel_path, num_threads, mode):
+    """The fused requantization (fp32 in registers on AVX-512, requant_store otherwise), uint8
+    and int8 output with a clip, 40 channels (a tail on every lane width), bound past int16."""
     rng = np.random.default_rng(11)
-    s, e, x, geo, acc = _dw_case(11, 20, 2, 2, 0, 5, za=100, bias=rng.integers(-500, 500, 40).astype(np.int32),
-                                 acc_bits=16)
     bias = rng.integers(-500, 500, 40).astype(np.int32)
-    acc = oracle(x, s, e, za=100, bias=bias, acc_bits=16, **geo)
+    s, e, x, geo, acc = _dw_case(11, 20, 2, 2, 0, 5, za=100, bias=bias, acc_bits=16)
     w = ops.pack_shift_conv_weights(s, e, group=20)
     ws = rng.uniform(0.5, 2.0, 40).astype(np.float32)
-    for mode in ("fp32", "q31"):
+    params = ref.derive_requant(mode, np.float32(0.02), ws, np.float32(0.9))
+    a2 = acc.transpose(0, 2, 3, 1).reshape(-1, 40)
+    for zy, clip in ((np.int8(-3), "relu"), (np.uint8(7), None), (np.uint8(200), (190, 250))):
         y = ops.shift_conv(x, w, x_zero_point=100, bias=bias, acc_bits=16, x_scale=0.02, w_scale=ws, y_scale=0.9,
-                           y_zero_point=np.int8(-3), mode=mode, clip="relu", **geo)
-        params = ref.derive_requant(mode, np.float32(0.02), ws, np.float32(0.9))
-        lo, hi = ref.activation_bounds("relu", np.float32(0.9), -3, np.int8)
-        a2 = acc.transpose(0, 2, 3, 1).reshape(-1, 40)
-        want = ref.requantize(a2, params, -3, lo, hi).astype(np.int8).reshape(2, 13, 11, 40).transpose(0, 3, 1, 2)
-        assert y.dtype == np.int8
+                           y_zero_point=zy, mode=mode, clip=clip, **geo)
+        lo, hi = ref.activation_bounds(clip, np.float32(0.9), int(zy), zy.dtype)
+        want = ref.requantize(a2, params, int(zy), lo, hi).astype(zy.dtype).reshape(2, 13, 11, 40).transpose(0, 3, 1, 2)
+        assert y.dtype == zy.dtype
+        assert len(np.unique(y)) > 20, "requantized output is nearly constant: rescale the test"
         np.testing.assert_array_equal(y, want)
 
 

@@ -197,15 +197,19 @@ DwShiftArgs dwshift_args(const py::array& x, int32_t x_zero_point, const DwShift
 
 py::array dwshift_conv_py(const py::array& x, int32_t x_zero_point, const DwShiftPacked& w, const py::object& bias,
                           int acc_bits, const std::array<int64_t, 4>& pads, const std::array<int64_t, 2>& strides,
-                          const std::array<int64_t, 2>& dilations) {
+                          const std::array<int64_t, 2>& dilations, const std::string& out_dtype,
+                          const py::object& requant, int32_t y_zero_point, int32_t lo, int32_t hi) {
   using namespace pyq::pyarr;  // NOLINT: array predicates
   DwShiftArgs a = dwshift_args(x, x_zero_point, w, acc_bits, pads, strides, dilations);
   py::array bias_arr;
   a.bias = int32_vector_or_null(bias, w.OC(), &bias_arr, "OC");
   const int64_t OH = dw_output_size(a.H, w.KH(), a.stride_h, a.pad_top, a.pad_bottom, a.dil_h, "H");
   const int64_t OW = dw_output_size(a.W, w.KW(), a.stride_w, a.pad_left, a.pad_right, a.dil_w, "W");
-  check_output_shape({a.N, OH, OW, w.OC()});
-  py::array_t<int32_t> out({a.N, OH, OW, w.OC()});
+  py::array out = make_output(out_dtype, {a.N, OH, OW, w.OC()}, &a.out_kind);
+  a.requant = checked_requant(requant, a.out_kind, w.OC(), y_zero_point, lo, hi, "OC");
+  a.zp_y = y_zero_point;
+  a.lo = lo;
+  a.hi = hi;
   a.out = out.mutable_data();
   {
     py::gil_scoped_release release;
@@ -227,8 +231,10 @@ void bind_dwshift(py::module_& m) {
   m.def("pack_dwshift", &pack_dwshift, py::arg("signs"), py::arg("exponents"), py::arg("C"), py::arg("rule"),
         "Pack depthwise shift-conv terms (int8 [T, OC, KH, KW]; OC a multiple of C) for dwshift_conv.");
   m.def("dwshift_conv", &dwshift_conv_py, py::arg("x"), py::arg("x_zero_point"), py::arg("packed"), py::arg("bias"),
-        py::arg("acc_bits"), py::arg("pads"), py::arg("strides"), py::arg("dilations"),
-        "Depthwise shift convolution of NHWC 8-bit x: int32 accumulators [N, OH, OW, OC] (semantics 12.4a).");
+        py::arg("acc_bits"), py::arg("pads"), py::arg("strides"), py::arg("dilations"), py::arg("out_dtype") = "int32",
+        py::arg("requant") = py::none(), py::arg("y_zero_point") = 0, py::arg("lo") = 0, py::arg("hi") = 0,
+        "Depthwise shift convolution of NHWC 8-bit x (semantics 12.4a): int32 accumulators [N, OH, OW, OC], or "
+        "with out_dtype uint8 / int8 their requantization (section 4) clamped to [lo, hi].");
   m.def(
       "dwshift_kernel_name",
       [](const py::array& x, int32_t x_zero_point, const DwShiftPacked& w, int acc_bits,

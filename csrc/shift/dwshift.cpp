@@ -13,6 +13,7 @@
 
 #include "common/threadpool.h"
 #include "conv/dwconv.h"  // dw_output_size
+#include "qgemm/epilogue.h"  // requant_store
 
 namespace pyq {
 
@@ -83,6 +84,7 @@ void dwshift_rows_scalar(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
   const int64_t OCp = p.OCp, OC = p.OC, Wp = p.Wp, T = p.T;
   const int32_t* xb = static_cast<const int32_t*>(p.xb);
   std::vector<int64_t> acc(static_cast<size_t>(OC));
+  std::vector<int32_t> fin(static_cast<size_t>(OC));
   for (int64_t oh = oh0; oh < oh1; ++oh)
     for (int64_t ow = 0; ow < p.OW; ++ow) {
       std::fill(acc.begin(), acc.end(), 0);
@@ -102,12 +104,17 @@ void dwshift_rows_scalar(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
             }
           }
         }
-      int32_t* dst = p.out + (oh * p.OW + ow) * OC;
+      const int64_t at = (oh * p.OW + ow) * OC;
       for (int64_t oc = 0; oc < OC; ++oc) {
         int64_t r = acc[static_cast<size_t>(oc)] + (p.bias ? p.bias[oc] : 0);
-        r = std::min<int64_t>(std::max<int64_t>(r, p.lo), p.hi);
-        dst[oc] = static_cast<int32_t>(r);
+        fin[static_cast<size_t>(oc)] = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(r, p.lo), p.hi));
       }
+      if (p.epi.out_kind == OutKind::kInt32)
+        std::memcpy(static_cast<int32_t*>(p.out) + at, fin.data(), static_cast<size_t>(OC) * 4);
+      else if (p.epi.out_kind == OutKind::kUint8)
+        requant_store(p.epi, fin.data(), 0, OC, static_cast<uint8_t*>(p.out) + at);
+      else
+        requant_store(p.epi, fin.data(), 0, OC, static_cast<int8_t*>(p.out) + at);
     }
 }
 
@@ -277,6 +284,18 @@ void dwshift_conv(const DwShiftArgs& a) {
   p.epi32 = pl.epi32;
   p.lo = a.acc_bits == 32 ? INT32_MIN : -(int32_t{1} << (a.acc_bits - 1));
   p.hi = a.acc_bits == 32 ? INT32_MAX : (int32_t{1} << (a.acc_bits - 1)) - 1;
+  p.epi.out_kind = a.out_kind;
+  if (a.out_kind != OutKind::kInt32) {
+    if (!a.requant) throw std::invalid_argument("8-bit output needs requantization parameters");
+    const RequantParams& rq = *a.requant;
+    p.epi.mode = rq.mode;
+    p.epi.scale = rq.scale.empty() ? nullptr : rq.scale.data();
+    p.epi.multiplier = rq.multiplier.empty() ? nullptr : rq.multiplier.data();
+    p.epi.shift = rq.shift.empty() ? nullptr : rq.shift.data();
+    p.epi.zp_y = a.zp_y;
+    p.epi.lo = a.lo;
+    p.epi.hi = a.hi;
+  }
 
   thread_local Scratch scratch;
   void* buf = scratch.get(static_cast<size_t>(img) * esz);
@@ -292,7 +311,7 @@ void dwshift_conv(const DwShiftArgs& a) {
         fill_rows<int32_t>(a, n, Wp, OCp, OC, static_cast<int32_t*>(buf), r0, r1);
     });
     DwShiftRows q = p;
-    q.out = a.out + n * pl.OH * pl.OW * OC;
+    q.out = static_cast<uint8_t*>(a.out) + n * pl.OH * pl.OW * OC * (a.out_kind == OutKind::kInt32 ? 4 : 1);
     parallel_ranges(pl.OH, grain, [&](int64_t r0, int64_t r1) { pl.fn(q, r0, r1); });
   }
 }

@@ -16,7 +16,8 @@
 // term gives 0), for right shifts one arithmetic right shift, and the sign by xor
 // with the per-channel mask (adds -(y) - 1; the count of negative terms is added
 // back in the epilogue). The lane sums are exact by the bound, so the epilogue is
-// sat_W(sum + bias) per element. ISA files use only the plain structs below.
+// sat_W(sum + bias) per element, then the int32 store or section 4's
+// requantization (qgemm/epilogue.h). ISA files use only the plain structs below.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -24,6 +25,8 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/requant.h"
+#include "qgemm/qgemm.h"  // GemmProblem (its epilogue fields), OutKind
 #include "shift/shift.h"  // ShiftRule
 
 namespace pyq {
@@ -61,18 +64,18 @@ struct DwShiftRows {
   const int32_t* bias = nullptr;  // [OC] or null: the int64 epilogue
   bool epi32 = true;              // bound + |bias| <= 2^31 - 1 for every channel
   int32_t lo = INT32_MIN, hi = INT32_MAX;  // the acc_bits range
-  int32_t* out = nullptr;         // [OH][OW][OC] of this image
+  GemmProblem epi;  // the output: out_kind, and for 8-bit output mode, scale / multiplier / shift, zp_y, lo, hi
+  void* out = nullptr;  // [OH][OW][OC] of this image (int32, uint8 or int8)
 };
 
-// The int64 epilogue of the SIMD kernels: sat_W(sum + bias) for channels
-// [c0, c0 + cnt) of one pixel, sum the exact lane sums (count added back).
-// Internal linkage: ISA files include it.
-static inline void dwshift_store_wide(const DwShiftRows& p, const int32_t* sum, int64_t c0, int64_t cnt,
-                                      int32_t* dst) {
+// The int64 epilogue: sum[j] = sat_W(sum[j] + bias) for channels [c0, c0 + cnt) of
+// one pixel, sum the exact lane sums (count added back). Internal linkage: ISA files
+// include it.
+static inline void dwshift_sat_wide(const DwShiftRows& p, int32_t* sum, int64_t c0, int64_t cnt) {
   for (int64_t j = 0; j < cnt; ++j) {
     int64_t r = static_cast<int64_t>(sum[j]) + (p.bias ? p.bias[c0 + j] : 0);
     r = r < p.lo ? p.lo : r > p.hi ? p.hi : r;
-    dst[c0 + j] = static_cast<int32_t>(r);
+    sum[j] = static_cast<int32_t>(r);
   }
 }
 
@@ -131,7 +134,10 @@ struct DwShiftArgs {
   int acc_bits = 32;
   int64_t stride_h = 1, stride_w = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
   int64_t dil_h = 1, dil_w = 1;
-  int32_t* out = nullptr;  // [N, OH, OW, OC] int32
+  OutKind out_kind = OutKind::kInt32;
+  const RequantParams* requant = nullptr;  // 8-bit output: section 4 with OC channels (checked by the caller)
+  int32_t zp_y = 0, lo = 0, hi = 0;        // 8-bit output: zero point and clamp
+  void* out = nullptr;  // [N, OH, OW, OC] int32, or uint8 / int8 (requantized)
 };
 
 // The lane width and kernel the operator runs for these arguments on the active path,

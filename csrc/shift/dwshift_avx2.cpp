@@ -4,34 +4,40 @@
 // correction as the AVX-512BW kernel.
 #include <immintrin.h>
 
+#include <cstring>
+
+#include "qgemm/epilogue.h"  // requant_store
 #include "shift/dwshift.h"
 
 namespace pyq {
 namespace {
 
-inline void store8(const DwShiftRows& p, __m256i v, int64_t c0, int32_t* dst) {
+inline void store8(const DwShiftRows& p, __m256i v, int64_t c0, int64_t pix) {
   const int64_t n = p.OC - c0;
   if (n <= 0) return;
+  const int64_t cnt = n >= 8 ? 8 : n;
+  alignas(32) int32_t tmp[8];
   if (p.epi32) {
     v = _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.addc + c0)));
     v = _mm256_max_epi32(v, _mm256_set1_epi32(p.lo));
     v = _mm256_min_epi32(v, _mm256_set1_epi32(p.hi));
-    if (n >= 8) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c0), v);
-    } else {
-      const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      _mm256_maskstore_epi32(dst + c0, k, v);
-    }
-    return;
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v);
+  } else {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp),
+                       _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.corr + c0))));
+    dwshift_sat_wide(p, tmp, c0, cnt);  // the exact sums (fit int32 by the bound) + bias, saturated
   }
-  alignas(32) int32_t sum[8];  // the exact sums (fit int32 by the bound)
-  _mm256_store_si256(reinterpret_cast<__m256i*>(sum),
-                     _mm256_add_epi32(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.corr + c0))));
-  dwshift_store_wide(p, sum, c0, n >= 8 ? 8 : n, dst);
+  const int64_t at = pix * p.OC + c0;
+  if (p.epi.out_kind == OutKind::kInt32)
+    std::memcpy(static_cast<int32_t*>(p.out) + at, tmp, static_cast<size_t>(cnt) * 4);
+  else if (p.epi.out_kind == OutKind::kUint8)
+    requant_store(p.epi, tmp, c0, cnt, static_cast<uint8_t*>(p.out) + at);
+  else
+    requant_store(p.epi, tmp, c0, cnt, static_cast<int8_t*>(p.out) + at);
 }
 
 template <int P, bool R>
-inline void px(const DwShiftRows& p, const int32_t* xrow, int64_t ow0, int64_t cb, int32_t* orow) {
+inline void px(const DwShiftRows& p, const int32_t* xrow, int64_t ow0, int64_t cb, int64_t pix0) {
   const int64_t OCp = p.OCp, Wp = p.Wp, T = p.T, step = p.sw * OCp;
   __m256i acc[P];
 #pragma GCC unroll 4
@@ -60,14 +66,14 @@ inline void px(const DwShiftRows& p, const int32_t* xrow, int64_t ow0, int64_t c
     }
   }
 #pragma GCC unroll 4
-  for (int q = 0; q < P; ++q) store8(p, acc[q], cb, orow + (ow0 + q) * p.OC);
+  for (int q = 0; q < P; ++q) store8(p, acc[q], cb, pix0 + ow0 + q);
 }
 
 template <bool R>
 void rows(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
   const int64_t OW = p.OW;
   for (int64_t oh = oh0; oh < oh1; ++oh) {
-    int32_t* orow = p.out + oh * OW * p.OC;
+    const int64_t orow = oh * OW;  // first output pixel of the row
     const int32_t* xrow = static_cast<const int32_t*>(p.xb) + oh * p.sh * p.Wp * p.OCp;
     for (int64_t cb = 0; cb < p.OC; cb += 8) {
       int64_t ow = 0;

@@ -7,26 +7,48 @@
 // sat_W(sum + bias) in int32 (bound + |bias| <= 2^31 - 1) or int64.
 #include <immintrin.h>
 
+#include "qgemm/epilogue.h"  // requant_store
 #include "shift/dwshift.h"
 
 namespace pyq {
 namespace {
 
-// Stores channels [c0, c0 + 16) (those below OC) of one output pixel.
-inline void store16(const DwShiftRows& p, __m512i v, int64_t c0, int32_t* dst) {
+// Channels [c0, c0 + 16) (those below OC) of output pixel pix: v holds the lane sums
+// minus the negative-term counts; sat_W(sum + bias), then the int32 store or the
+// requantization (fp32 in registers, the other modes through requant_store).
+inline void store16(const DwShiftRows& p, __m512i v, int64_t c0, int64_t pix) {
   const int64_t n = p.OC - c0;
   if (n <= 0) return;
-  const __mmask16 k = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+  const int64_t cnt = n >= 16 ? 16 : n;
+  const __mmask16 k = static_cast<__mmask16>((1u << cnt) - 1);
+  alignas(64) int32_t tmp[16];
   if (p.epi32) {
     v = _mm512_add_epi32(v, _mm512_loadu_si512(p.addc + c0));
     v = _mm512_max_epi32(v, _mm512_set1_epi32(p.lo));
     v = _mm512_min_epi32(v, _mm512_set1_epi32(p.hi));
-    _mm512_mask_storeu_epi32(dst + c0, k, v);
-    return;
+  } else {
+    _mm512_store_si512(tmp, _mm512_add_epi32(v, _mm512_loadu_si512(p.corr + c0)));  // exact, fits int32
+    dwshift_sat_wide(p, tmp, c0, cnt);
+    v = _mm512_load_si512(tmp);
   }
-  alignas(64) int32_t sum[16];  // the exact sums (fit int32 by the bound)
-  _mm512_store_si512(sum, _mm512_add_epi32(v, _mm512_loadu_si512(p.corr + c0)));
-  dwshift_store_wide(p, sum, c0, n >= 16 ? 16 : n, dst);
+  const int64_t at = pix * p.OC + c0;
+  const GemmProblem& e = p.epi;
+  if (e.out_kind == OutKind::kInt32) {
+    _mm512_mask_storeu_epi32(static_cast<int32_t*>(p.out) + at, k, v);
+  } else if (e.mode == RequantMode::kFp32) {  // rq_fp32 (common/requant_impl.h) in 16 lanes
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(k, e.scale + c0));
+    f = _mm512_max_ps(f, _mm512_set1_ps(static_cast<float>(e.lo - e.zp_y)));
+    f = _mm512_min_ps(f, _mm512_set1_ps(static_cast<float>(e.hi - e.zp_y)));
+    f = _mm512_sub_ps(_mm512_add_ps(f, _mm512_set1_ps(12582912.0f)), _mm512_set1_ps(12582912.0f));
+    const __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(f), _mm512_set1_epi32(e.zp_y));  // in [lo, hi]
+    _mm_mask_storeu_epi8(static_cast<int8_t*>(p.out) + at, k, _mm512_cvtepi32_epi8(q));
+  } else {
+    _mm512_store_si512(tmp, v);
+    if (e.out_kind == OutKind::kUint8)
+      requant_store(e, tmp, c0, cnt, static_cast<uint8_t*>(p.out) + at);
+    else
+      requant_store(e, tmp, c0, cnt, static_cast<int8_t*>(p.out) + at);
+  }
 }
 
 // The lane type: int16 (32 channels per zmm) or int32 (16).
@@ -55,7 +77,7 @@ struct Lanes<true> {
 
 // P output pixels [ow0, ow0 + P) of one row, channels [cb, cb + kWidth).
 template <int P, bool R, bool W16>
-inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* xrow, int64_t ow0, int64_t cb, int32_t* orow) {
+inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* xrow, int64_t ow0, int64_t cb, int64_t pix0) {
   using L = Lanes<W16>;
   using E = typename L::E;
   const int64_t OCp = p.OCp, Wp = p.Wp, T = p.T, step = p.sw * OCp;
@@ -87,12 +109,12 @@ inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* xrow, int64_t
   }
 #pragma GCC unroll 8
   for (int q = 0; q < P; ++q) {
-    int32_t* dst = orow + (ow0 + q) * p.OC;
+    const int64_t pix = pix0 + ow0 + q;
     if constexpr (W16) {  // widen: channels cb..cb+15, cb+16..cb+31
-      store16(p, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc[q])), cb, dst);
-      store16(p, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc[q], 1)), cb + 16, dst);
+      store16(p, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc[q])), cb, pix);
+      store16(p, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc[q], 1)), cb + 16, pix);
     } else {
-      store16(p, acc[q], cb, dst);
+      store16(p, acc[q], cb, pix);
     }
   }
 }
@@ -102,7 +124,7 @@ void rows(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
   using E = typename Lanes<W16>::E;
   const int64_t OW = p.OW;
   for (int64_t oh = oh0; oh < oh1; ++oh) {
-    int32_t* orow = p.out + oh * OW * p.OC;
+    const int64_t orow = oh * OW;  // first output pixel of the row
     const E* xrow = static_cast<const E*>(p.xb) + oh * p.sh * p.Wp * p.OCp;
     for (int64_t cb = 0; cb < p.OC; cb += Lanes<W16>::kWidth) {
       int64_t ow = 0;

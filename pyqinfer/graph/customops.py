@@ -195,6 +195,7 @@ def build_shift_conv(plan, n, st):
         _rshift.check_shift_terms(to_kn(s), to_kn(e), n.attrs["rule"])
         dw = _core.pack_dwshift(np.ascontiguousarray(s[:, :, 0]), np.ascontiguousarray(e[:, :, 0]), C, n.attrs["rule"])
         dw_bias = None if bias is None else np.ascontiguousarray(bias, np.int32)
+        dw_out = ("int32", None, 0, 0, 0) if rqa is None else (rqa[1], rqa[0], *rqa[2:])   # fused requantization
         layers = []
     else:
         layers = [ShiftLayer(to_kn(s[:, gi * OCg:(gi + 1) * OCg]), to_kn(e[:, gi * OCg:(gi + 1) * OCg]),
@@ -208,11 +209,10 @@ def build_shift_conv(plan, n, st):
                           + (f" (group={g} x {Cg})" if g > 1 else ""))
         if dw is not None:
             try:
-                acc = _core.dwshift_conv(np.ascontiguousarray(x), za, dw, dw_bias, n.attrs["acc_bits"], pads, strides,
-                                         dil)
+                return _core.dwshift_conv(np.ascontiguousarray(x), za, dw, dw_bias, n.attrs["acc_bits"], pads, strides,
+                                          dil, *dw_out)
             except ValueError as err:
                 raise _err(n, str(err)) from None
-            return _finish(acc.reshape(-1, OC), rqa).reshape(acc.shape)
         try:
             cols, (nb, OH, OW) = im2col_nhwc(x, za, KH, KW, pads, strides, dil)
         except ValueError as err:

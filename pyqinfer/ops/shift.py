@@ -370,8 +370,9 @@ def shift_conv(x, w, *, x_zero_point=None, bias=None, pads=None, strides=None, d
 
 
 def _grouped_conv(xn, w, x_zero_point, za, bias, pads, strides, dilations, acc_bits, kernel, out_args):
-    """NHWC output of a grouped shift conv (section 12.4a): the depthwise kernel, or one
-    shift GEMM per group into the int32 accumulators, then the requantization."""
+    """NHWC output of a grouped shift conv (section 12.4a): the depthwise kernel (its
+    epilogue requantizes), or one shift GEMM per group into the int32 accumulators, then
+    the requantization."""
     acc_bits = _acc_bits(acc_bits)
     kernel = _kernel(kernel)
     x2, _, za = _activations(xn, x_zero_point, w.C, w.rule)     # checks dtype, zero point, rule
@@ -379,7 +380,7 @@ def _grouped_conv(xn, w, x_zero_point, za, bias, pads, strides, dilations, acc_b
     b = bias_array(bias, w.OC)
     out_dtype, rq, zy, lo, hi = _output(w, *out_args)
     if w.depthwise is not None and kernel in ("auto", "shift") and xn.dtype.itemsize == 1:
-        acc = _core.dwshift_conv(xn, za, w.depthwise, b, acc_bits, pads, strides, dilations)
+        return _core.dwshift_conv(xn, za, w.depthwise, b, acc_bits, pads, strides, dilations, out_dtype, rq, zy, lo, hi)
     else:
         cols, (n, OH, OW) = im2col_nhwc(xn, za, w.kernel_shape, pads, strides, dilations)
         KK = w.kernel_shape[0] * w.kernel_shape[1]

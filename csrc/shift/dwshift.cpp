@@ -80,49 +80,47 @@ size_t DwShiftPacked::packed_bytes() const {
   return (lc_.size() + sm_.size() + rc_.size() + negcnt_.size()) * 4 + (lc16_.size() * 3) * 2 + sg_.size() * 2;
 }
 
-void dwshift_rows_scalar(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
-  const int64_t OCp = p.OCp, OC = p.OC, Wp = p.Wp, T = p.T;
-  const int32_t* xb = static_cast<const int32_t*>(p.xb);
+void dwshift_row_scalar(const DwShiftRows& p, const void* const* rows, int64_t oh) {
+  const int64_t OCp = p.OCp, OC = p.OC, T = p.T;
   std::vector<int64_t> acc(static_cast<size_t>(OC));
   std::vector<int32_t> fin(static_cast<size_t>(OC));
-  for (int64_t oh = oh0; oh < oh1; ++oh)
-    for (int64_t ow = 0; ow < p.OW; ++ow) {
-      std::fill(acc.begin(), acc.end(), 0);
-      for (int64_t kh = 0; kh < p.KH; ++kh)
-        for (int64_t kw = 0; kw < p.KW; ++kw) {
-          const int32_t* xp = xb + ((oh * p.sh + kh * p.dh) * Wp + ow * p.sw + kw * p.dw) * OCp;
-          const int64_t tap = kh * p.KW + kw;
-          for (int64_t t = 0; t < T; ++t) {
-            const int8_t* sg = p.w.sg + (tap * T + t) * OCp;
-            const int8_t* ex = p.w.ex + (tap * T + t) * OCp;
-            for (int64_t oc = 0; oc < OC; ++oc) {
-              if (!sg[oc]) continue;
-              const int64_t x = xp[oc];
-              const int e = ex[oc];
-              const int64_t v = e >= 0 ? x * (int64_t{1} << e) : (x >> -e);  // arithmetic: floor (section 12.1)
-              acc[static_cast<size_t>(oc)] += sg[oc] > 0 ? v : -v;
-            }
+  for (int64_t ow = 0; ow < p.OW; ++ow) {
+    std::fill(acc.begin(), acc.end(), 0);
+    for (int64_t kh = 0; kh < p.KH; ++kh)
+      for (int64_t kw = 0; kw < p.KW; ++kw) {
+        const int32_t* xp = static_cast<const int32_t*>(rows[kh]) + (ow * p.sw + kw * p.dw) * OCp;
+        const int64_t tap = kh * p.KW + kw;
+        for (int64_t t = 0; t < T; ++t) {
+          const int8_t* sg = p.w.sg + (tap * T + t) * OCp;
+          const int8_t* ex = p.w.ex + (tap * T + t) * OCp;
+          for (int64_t oc = 0; oc < OC; ++oc) {
+            if (!sg[oc]) continue;
+            const int64_t x = xp[oc];
+            const int e = ex[oc];
+            const int64_t v = e >= 0 ? x * (int64_t{1} << e) : (x >> -e);  // arithmetic: floor (section 12.1)
+            acc[static_cast<size_t>(oc)] += sg[oc] > 0 ? v : -v;
           }
         }
-      const int64_t at = (oh * p.OW + ow) * OC;
-      for (int64_t oc = 0; oc < OC; ++oc) {
-        int64_t r = acc[static_cast<size_t>(oc)] + (p.bias ? p.bias[oc] : 0);
-        fin[static_cast<size_t>(oc)] = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(r, p.lo), p.hi));
       }
-      if (p.epi.out_kind == OutKind::kInt32)
-        std::memcpy(static_cast<int32_t*>(p.out) + at, fin.data(), static_cast<size_t>(OC) * 4);
-      else if (p.epi.out_kind == OutKind::kUint8)
-        requant_store(p.epi, fin.data(), 0, OC, static_cast<uint8_t*>(p.out) + at);
-      else
-        requant_store(p.epi, fin.data(), 0, OC, static_cast<int8_t*>(p.out) + at);
+    const int64_t at = (oh * p.OW + ow) * OC;
+    for (int64_t oc = 0; oc < OC; ++oc) {
+      int64_t r = acc[static_cast<size_t>(oc)] + (p.bias ? p.bias[oc] : 0);
+      fin[static_cast<size_t>(oc)] = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(r, p.lo), p.hi));
     }
+    if (p.epi.out_kind == OutKind::kInt32)
+      std::memcpy(static_cast<int32_t*>(p.out) + at, fin.data(), static_cast<size_t>(OC) * 4);
+    else if (p.epi.out_kind == OutKind::kUint8)
+      requant_store(p.epi, fin.data(), 0, OC, static_cast<uint8_t*>(p.out) + at);
+    else
+      requant_store(p.epi, fin.data(), 0, OC, static_cast<int8_t*>(p.out) + at);
+  }
 }
 
 namespace {
 
 struct Plan {
   DwShiftLanes lanes = DwShiftLanes::kWide;
-  DwShiftRowsFn fn = dwshift_rows_scalar;
+  DwShiftRowFn fn = dwshift_row_scalar;
   const char* path = "scalar";
   bool epi32 = false;
   int64_t OH = 0, OW = 0;
@@ -160,15 +158,15 @@ Plan make_plan(const DwShiftArgs& a) {
     pl.path = "avx512bw";
     if (worst <= INT16_MAX) {
       pl.lanes = DwShiftLanes::kInt16;
-      pl.fn = dwshift_rows_avx512bw_i16;
+      pl.fn = dwshift_row_avx512bw_i16;
     } else {
       pl.lanes = DwShiftLanes::kInt32;
-      pl.fn = dwshift_rows_avx512bw_i32;
+      pl.fn = dwshift_row_avx512bw_i32;
     }
   } else if ((path == KernelPath::kAvx2 || path == KernelPath::kAvxVnni) && worst <= INT32_MAX) {
     pl.path = "avx2";
     pl.lanes = DwShiftLanes::kInt32;
-    pl.fn = dwshift_rows_avx2_i32;
+    pl.fn = dwshift_row_avx2_i32;
   }
 #else
   (void)worst;
@@ -176,7 +174,7 @@ Plan make_plan(const DwShiftArgs& a) {
   return pl;
 }
 
-// A per-thread scratch buffer, 64-byte aligned, grown on demand (the padded image).
+// A per-thread scratch buffer, 64-byte aligned, grown on demand (the ring of padded rows).
 struct Scratch {
   void* p = nullptr;
   size_t n = 0;
@@ -195,38 +193,61 @@ struct Scratch {
   }
 };
 
-// Padded rows [r0, r1) of image n: x - za, channel oc = input channel oc / m, 0 elsewhere.
+// Padded input row r of image n into dst ([Wp][OCp]): x - za, channel oc = input
+// channel oc / m, 0 in the padding (pixels and channels).
 template <typename L>
-void fill_rows(const DwShiftArgs& a, int64_t n, int64_t Wp, int64_t OCp, int64_t OC, L* buf, int64_t r0, int64_t r1) {
+void fill_row(const DwShiftArgs& a, int64_t n, int64_t Wp, int64_t OCp, int64_t OC, int64_t r, L* dst) {
   const int64_t m = OC / a.C, C = a.C;
   const int32_t za = a.x_zero_point;
+  const int64_t ih = r - a.pad_top;
+  if (ih < 0 || ih >= a.H) {
+    std::memset(dst, 0, static_cast<size_t>(Wp * OCp) * sizeof(L));
+    return;
+  }
+  std::memset(dst, 0, static_cast<size_t>(a.pad_left * OCp) * sizeof(L));
+  std::memset(dst + (a.pad_left + a.W) * OCp, 0, static_cast<size_t>((Wp - a.pad_left - a.W) * OCp) * sizeof(L));
+  for (int64_t iw = 0; iw < a.W; ++iw) {
+    L* d = dst + (a.pad_left + iw) * OCp;
+    const uint8_t* s = a.x + ((n * a.H + ih) * a.W + iw) * C;
+    if (a.x_signed) {
+      const int8_t* ss = reinterpret_cast<const int8_t*>(s);
+      if (m == 1)
+        for (int64_t c = 0; c < C; ++c) d[c] = static_cast<L>(ss[c] - za);
+      else
+        for (int64_t oc = 0; oc < OC; ++oc) d[oc] = static_cast<L>(ss[oc / m] - za);
+    } else {
+      if (m == 1)
+        for (int64_t c = 0; c < C; ++c) d[c] = static_cast<L>(s[c] - za);
+      else
+        for (int64_t oc = 0; oc < OC; ++oc) d[oc] = static_cast<L>(s[oc / m] - za);
+    }
+    for (int64_t oc = OC; oc < OCp; ++oc) d[oc] = 0;
+  }
+}
+
+// Output rows [r0, r1) (r = n * OH + oh) on the calling thread: each padded input row
+// they read is converted once into the thread's ring of span_h rows (the rows of one
+// output row are the last span_h converted), then the row kernel runs.
+template <typename L>
+void run_rows(const DwShiftArgs& a, const DwShiftRows& p, const Plan& pl, int64_t r0, int64_t r1) {
+  thread_local Scratch ring;
+  const int64_t span = (p.KH - 1) * p.dh + 1, rowlen = p.Wp * p.OCp;
+  L* buf = static_cast<L*>(ring.get(static_cast<size_t>(span * rowlen) * sizeof(L)));
+  std::vector<const void*> rows(static_cast<size_t>(p.KH));
+  const int64_t out_image = pl.OH * pl.OW * p.OC * (a.out_kind == OutKind::kInt32 ? 4 : 1);
+  DwShiftRows q = p;
+  int64_t cur = -1, next = 0;  // the image, and the next padded row to convert
   for (int64_t r = r0; r < r1; ++r) {
-    L* row = buf + r * Wp * OCp;
-    const int64_t ih = r - a.pad_top;
-    if (ih < 0 || ih >= a.H) {
-      std::memset(row, 0, static_cast<size_t>(Wp * OCp) * sizeof(L));
-      continue;
+    const int64_t n = r / pl.OH, oh = r % pl.OH, base = oh * p.sh;
+    if (n != cur) {
+      cur = n;
+      next = base;
+      q.out = static_cast<uint8_t*>(a.out) + n * out_image;
     }
-    std::memset(row, 0, static_cast<size_t>(a.pad_left * OCp) * sizeof(L));
-    const int64_t right = Wp - a.pad_left - a.W;
-    std::memset(row + (a.pad_left + a.W) * OCp, 0, static_cast<size_t>(right * OCp) * sizeof(L));
-    for (int64_t iw = 0; iw < a.W; ++iw) {
-      L* d = row + (a.pad_left + iw) * OCp;
-      const uint8_t* s = a.x + ((n * a.H + ih) * a.W + iw) * C;
-      if (a.x_signed) {
-        const int8_t* ss = reinterpret_cast<const int8_t*>(s);
-        if (m == 1)
-          for (int64_t c = 0; c < C; ++c) d[c] = static_cast<L>(ss[c] - za);
-        else
-          for (int64_t oc = 0; oc < OC; ++oc) d[oc] = static_cast<L>(ss[oc / m] - za);
-      } else {
-        if (m == 1)
-          for (int64_t c = 0; c < C; ++c) d[c] = static_cast<L>(s[c] - za);
-        else
-          for (int64_t oc = 0; oc < OC; ++oc) d[oc] = static_cast<L>(s[oc / m] - za);
-      }
-      for (int64_t oc = OC; oc < OCp; ++oc) d[oc] = 0;
-    }
+    next = std::max(next, base);
+    for (; next < base + span; ++next) fill_row<L>(a, n, p.Wp, p.OCp, p.OC, next, buf + (next % span) * rowlen);
+    for (int64_t kh = 0; kh < p.KH; ++kh) rows[static_cast<size_t>(kh)] = buf + ((base + kh * p.dh) % span) * rowlen;
+    pl.fn(q, rows.data(), oh);
   }
 }
 
@@ -250,12 +271,9 @@ void dwshift_conv(const DwShiftArgs& a) {
   if (!a.out) throw std::invalid_argument("missing output");
   if (a.N == 0) return;
   const int64_t OC = w.OC(), OCp = w.padded_channels();
-  const int64_t Hp = a.H + a.pad_top + a.pad_bottom, Wp = a.W + a.pad_left + a.pad_right;
-  const bool w16 = pl.lanes == DwShiftLanes::kInt16;
-  const size_t esz = w16 ? 2 : 4;
-  const int64_t img = Hp * Wp * OCp;
-  if (Hp > (int64_t{1} << 31) / Wp || img > (int64_t{1} << 34) / static_cast<int64_t>(esz))
-    throw std::invalid_argument("the padded input is too large for the depthwise shift kernel");
+  const int64_t Wp = a.W + a.pad_left + a.pad_right, span = (w.KH() - 1) * a.dil_h + 1;
+  if (Wp > (int64_t{1} << 34) / (OCp * 4) / span)
+    throw std::invalid_argument("the padded input rows are too large for the depthwise shift kernel");
 
   // epilogue constants: the negative-term count (added back) and count + bias (int32 epilogue)
   std::vector<int32_t> corr(static_cast<size_t>(OCp), 0), addc(static_cast<size_t>(OCp), 0);
@@ -297,23 +315,14 @@ void dwshift_conv(const DwShiftArgs& a) {
     p.epi.hi = a.hi;
   }
 
-  thread_local Scratch scratch;
-  void* buf = scratch.get(static_cast<size_t>(img) * esz);
-  p.xb = buf;
   const int64_t row_ops = pl.OW * OCp * w.taps() * w.T();
   const int64_t grain = std::max<int64_t>(1, kMinOpsPerThread / std::max<int64_t>(1, row_ops));
-  const int64_t fill_grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, Wp * OCp));
-  for (int64_t n = 0; n < a.N; ++n) {
-    parallel_ranges(Hp, fill_grain, [&](int64_t r0, int64_t r1) {
-      if (w16)
-        fill_rows<int16_t>(a, n, Wp, OCp, OC, static_cast<int16_t*>(buf), r0, r1);
-      else
-        fill_rows<int32_t>(a, n, Wp, OCp, OC, static_cast<int32_t*>(buf), r0, r1);
-    });
-    DwShiftRows q = p;
-    q.out = static_cast<uint8_t*>(a.out) + n * pl.OH * pl.OW * OC * (a.out_kind == OutKind::kInt32 ? 4 : 1);
-    parallel_ranges(pl.OH, grain, [&](int64_t r0, int64_t r1) { pl.fn(q, r0, r1); });
-  }
+  parallel_ranges(a.N * pl.OH, grain, [&](int64_t r0, int64_t r1) {
+    if (pl.lanes == DwShiftLanes::kInt16)
+      run_rows<int16_t>(a, p, pl, r0, r1);
+    else
+      run_rows<int32_t>(a, p, pl, r0, r1);
+  });
 }
 
 }  // namespace pyq

@@ -5,11 +5,12 @@
 //   acc[n,oh,ow,oc] = sat_W( sum_{kh,kw} sum_t p(x[n,ih,iw,oc/m] - za, s, e) + bias[oc] )
 // with p of section 12.1 (rule exact or deepshift) and padding taps adding 0.
 //
-// How it is computed. The operator (dwshift.cpp) copies each image once into a
-// padded NHWC buffer of x - za (int16 or int32, output channels padded to a
+// How it is computed. The operator (dwshift.cpp) picks the lane width for the whole
+// layer from the static bound of section 12.3 and splits the output rows over
+// threads; each thread converts the input rows its output rows read, once, into its
+// own ring of padded rows of x - za (int16 or int32, output channels padded to a
 // multiple of kDwShiftChannelPad, channel oc holding input channel oc / m, padding
-// pixels and channels 0), picks the lane width for the whole layer from the static
-// bound of section 12.3, and splits the output rows over threads. The row kernels
+// pixels and channels 0). The row kernels
 // (dwshift.cpp: portable int64; dwshift_avx512bw.cpp: int16 / int32 lanes;
 // dwshift_avx2.cpp: int32 lanes) put output channels in lanes: per pixel, tap and
 // term one variable left shift of the pixel's channel vector (count 32 for an off
@@ -53,7 +54,6 @@ struct DwShiftTerms {
 
 // One image's constants for the row kernels.
 struct DwShiftRows {
-  const void* xb = nullptr;  // [Hp][Wp][OCp] x - za, int16 (int16 lanes) or int32 (otherwise)
   int64_t Wp = 0, OCp = 0, OC = 0, OW = 0, KH = 0, KW = 0;
   int64_t sh = 1, sw = 1, dh = 1, dw = 1;
   int T = 1;
@@ -79,14 +79,15 @@ static inline void dwshift_sat_wide(const DwShiftRows& p, int32_t* sum, int64_t 
   }
 }
 
-// Output rows [oh0, oh1) of one image.
-using DwShiftRowsFn = void (*)(const DwShiftRows& p, int64_t oh0, int64_t oh1);
+// Output row oh of one image; rows[kh] is the padded input row of kernel row kh
+// ([Wp][OCp] x - za: int16 for int16 lanes, else int32).
+using DwShiftRowFn = void (*)(const DwShiftRows& p, const void* const* rows, int64_t oh);
 
-void dwshift_rows_scalar(const DwShiftRows& p, int64_t oh0, int64_t oh1);  // int32 buffer, int64 sums
+void dwshift_row_scalar(const DwShiftRows& p, const void* const* rows, int64_t oh);  // int32 rows, int64 sums
 #if defined(PYQ_X86)
-void dwshift_rows_avx512bw_i16(const DwShiftRows& p, int64_t oh0, int64_t oh1);
-void dwshift_rows_avx512bw_i32(const DwShiftRows& p, int64_t oh0, int64_t oh1);
-void dwshift_rows_avx2_i32(const DwShiftRows& p, int64_t oh0, int64_t oh1);
+void dwshift_row_avx512bw_i16(const DwShiftRows& p, const void* const* rows, int64_t oh);
+void dwshift_row_avx512bw_i32(const DwShiftRows& p, const void* const* rows, int64_t oh);
+void dwshift_row_avx2_i32(const DwShiftRows& p, const void* const* rows, int64_t oh);
 #endif
 
 // Terms packed once: signs, exponents int8 [T][OC][KH][KW] (ONNX [OC, 1, KH, KW] per

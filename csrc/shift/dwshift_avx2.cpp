@@ -37,13 +37,13 @@ inline void store8(const DwShiftRows& p, __m256i v, int64_t c0, int64_t pix) {
 }
 
 template <int P, bool R>
-inline void px(const DwShiftRows& p, const int32_t* xrow, int64_t ow0, int64_t cb, int64_t pix0) {
-  const int64_t OCp = p.OCp, Wp = p.Wp, T = p.T, step = p.sw * OCp;
+inline void px(const DwShiftRows& p, const int32_t* const* rows, int64_t ow0, int64_t cb, int64_t pix0) {
+  const int64_t OCp = p.OCp, T = p.T, step = p.sw * OCp;
   __m256i acc[P];
 #pragma GCC unroll 4
   for (int q = 0; q < P; ++q) acc[q] = _mm256_setzero_si256();
   for (int64_t kh = 0; kh < p.KH; ++kh) {
-    const int32_t* xr = xrow + kh * p.dh * Wp * OCp + ow0 * step + cb;
+    const int32_t* xr = rows[kh] + ow0 * step + cb;
     for (int64_t kw = 0; kw < p.KW; ++kw) {
       const int32_t* xp = xr + kw * p.dw * OCp;
       __m256i xv[P];
@@ -70,27 +70,24 @@ inline void px(const DwShiftRows& p, const int32_t* xrow, int64_t ow0, int64_t c
 }
 
 template <bool R>
-void rows(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
-  const int64_t OW = p.OW;
-  for (int64_t oh = oh0; oh < oh1; ++oh) {
-    const int64_t orow = oh * OW;  // first output pixel of the row
-    const int32_t* xrow = static_cast<const int32_t*>(p.xb) + oh * p.sh * p.Wp * p.OCp;
-    for (int64_t cb = 0; cb < p.OC; cb += 8) {
-      int64_t ow = 0;
-      for (; ow + 4 <= OW; ow += 4) px<4, R>(p, xrow, ow, cb, orow);
-      if (ow + 2 <= OW) px<2, R>(p, xrow, ow, cb, orow), ow += 2;
-      if (ow < OW) px<1, R>(p, xrow, ow, cb, orow);
-    }
+void row(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
+  const int32_t* const* rows = reinterpret_cast<const int32_t* const*>(rows_v);
+  const int64_t OW = p.OW, pix0 = oh * OW;
+  for (int64_t cb = 0; cb < p.OC; cb += 8) {
+    int64_t ow = 0;
+    for (; ow + 4 <= OW; ow += 4) px<4, R>(p, rows, ow, cb, pix0);
+    if (ow + 2 <= OW) px<2, R>(p, rows, ow, cb, pix0), ow += 2;
+    if (ow < OW) px<1, R>(p, rows, ow, cb, pix0);
   }
 }
 
 }  // namespace
 
-void dwshift_rows_avx2_i32(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+void dwshift_row_avx2_i32(const DwShiftRows& p, const void* const* rows, int64_t oh) {
   if (p.right_shifts)
-    rows<true>(p, oh0, oh1);
+    row<true>(p, rows, oh);
   else
-    rows<false>(p, oh0, oh1);
+    row<false>(p, rows, oh);
 }
 
 }  // namespace pyq

@@ -16,7 +16,7 @@ namespace {
 // Channels [c0, c0 + 16) (those below OC) of output pixel pix: v holds the lane sums
 // minus the negative-term counts; sat_W(sum + bias), then the int32 store or the
 // requantization (fp32 in registers, the other modes through requant_store).
-inline void store16(const DwShiftRows& p, __m512i v, int64_t c0, int64_t pix) {
+__attribute__((always_inline)) inline void store16(const DwShiftRows& p, __m512i v, int64_t c0, int64_t pix) {
   const int64_t n = p.OC - c0;
   if (n <= 0) return;
   const int64_t cnt = n >= 16 ? 16 : n;
@@ -77,16 +77,17 @@ struct Lanes<true> {
 
 // P output pixels [ow0, ow0 + P) of one row, channels [cb, cb + kWidth).
 template <int P, bool R, bool W16>
-inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* xrow, int64_t ow0, int64_t cb, int64_t pix0) {
+inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* const* rows, int64_t ow0, int64_t cb,
+               int64_t pix0) {
   using L = Lanes<W16>;
   using E = typename L::E;
-  const int64_t OCp = p.OCp, Wp = p.Wp, T = p.T, step = p.sw * OCp;
+  const int64_t OCp = p.OCp, T = p.T, step = p.sw * OCp;
   const E *lc = L::lc(p.w), *sm = L::sm(p.w), *rc = L::rc(p.w);
   __m512i acc[P];
 #pragma GCC unroll 8
   for (int q = 0; q < P; ++q) acc[q] = _mm512_setzero_si512();
   for (int64_t kh = 0; kh < p.KH; ++kh) {
-    const E* xr = xrow + kh * p.dh * Wp * OCp + ow0 * step + cb;
+    const E* xr = rows[kh] + ow0 * step + cb;
     for (int64_t kw = 0; kw < p.KW; ++kw) {
       const E* xp = xr + kw * p.dw * OCp;
       __m512i xv[P];
@@ -120,36 +121,33 @@ inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* xrow, int64_t
 }
 
 template <bool W16, bool R>
-void rows(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+void row(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
   using E = typename Lanes<W16>::E;
-  const int64_t OW = p.OW;
-  for (int64_t oh = oh0; oh < oh1; ++oh) {
-    const int64_t orow = oh * OW;  // first output pixel of the row
-    const E* xrow = static_cast<const E*>(p.xb) + oh * p.sh * p.Wp * p.OCp;
-    for (int64_t cb = 0; cb < p.OC; cb += Lanes<W16>::kWidth) {
-      int64_t ow = 0;
-      for (; ow + 8 <= OW; ow += 8) px<8, R, W16>(p, xrow, ow, cb, orow);
-      if (ow + 4 <= OW) px<4, R, W16>(p, xrow, ow, cb, orow), ow += 4;
-      if (ow + 2 <= OW) px<2, R, W16>(p, xrow, ow, cb, orow), ow += 2;
-      if (ow < OW) px<1, R, W16>(p, xrow, ow, cb, orow);
-    }
+  const E* const* rows = reinterpret_cast<const E* const*>(rows_v);
+  const int64_t OW = p.OW, pix0 = oh * OW;
+  for (int64_t cb = 0; cb < p.OC; cb += Lanes<W16>::kWidth) {
+    int64_t ow = 0;
+    for (; ow + 8 <= OW; ow += 8) px<8, R, W16>(p, rows, ow, cb, pix0);
+    if (ow + 4 <= OW) px<4, R, W16>(p, rows, ow, cb, pix0), ow += 4;
+    if (ow + 2 <= OW) px<2, R, W16>(p, rows, ow, cb, pix0), ow += 2;
+    if (ow < OW) px<1, R, W16>(p, rows, ow, cb, pix0);
   }
 }
 
 }  // namespace
 
-void dwshift_rows_avx512bw_i16(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+void dwshift_row_avx512bw_i16(const DwShiftRows& p, const void* const* rows, int64_t oh) {
   if (p.right_shifts)
-    rows<true, true>(p, oh0, oh1);
+    row<true, true>(p, rows, oh);
   else
-    rows<true, false>(p, oh0, oh1);
+    row<true, false>(p, rows, oh);
 }
 
-void dwshift_rows_avx512bw_i32(const DwShiftRows& p, int64_t oh0, int64_t oh1) {
+void dwshift_row_avx512bw_i32(const DwShiftRows& p, const void* const* rows, int64_t oh) {
   if (p.right_shifts)
-    rows<false, true>(p, oh0, oh1);
+    row<false, true>(p, rows, oh);
   else
-    rows<false, false>(p, oh0, oh1);
+    row<false, false>(p, rows, oh);
 }
 
 }  // namespace pyq

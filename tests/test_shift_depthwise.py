@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 from onnx import TensorProto, helper
 
 import pyqinfer
@@ -87,7 +87,8 @@ def cases(draw):
     W = draw(st.integers(max(1, span_w - pads[1] - pads[3]), max(1, span_w - pads[1] - pads[3]) + 9))
     lo_e = 0 if rule == "exact" else -31
     # exponent ranges for int16 lanes (small), int32 lanes and the int64 code (large)
-    elo, ehi = draw(st.sampled_from([(0, 2), (0, 6), (0, 12), (20, 30), (0, 30), (lo_e, 3), (lo_e, 30)]))
+    elo, ehi = draw(st.sampled_from([(0, 2), (0, 4), (0, 5), (2, 5), (0, 6), (0, 12), (20, 30), (0, 30), (lo_e, 3),
+                                     (lo_e, 30)]))
     elo = max(elo, lo_e)
     za = 0
     if rule == "exact":
@@ -118,6 +119,18 @@ def test_depthwise_matches_reference(run_everywhere, c):
     np.testing.assert_array_equal(oracle(x, s, e, za=c["za"], bias=bias, acc_bits=c["acc_bits"], **geo), want)
     w = ops.pack_shift_conv_weights(s, e, rule=c["rule"], group=C)
     assert (w.depthwise is not None) == (C > 1)      # C = 1 is group 1: the GEMM
+    if C > 1:
+        info = np.iinfo(np.dtype(c["dt"]))
+        max_a = max(c["za"] - int(info.min), int(info.max) - c["za"])
+        xn = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        for path in pyqinfer.kernel_paths():
+            pyqinfer.set_kernel_path(path)
+            try:
+                kname = _core.dwshift_kernel_name(xn, c["za"], w.depthwise, 32, c["pads"], c["strides"], c["dilations"])
+            finally:
+                pyqinfer.set_kernel_path("auto")
+            assert kname.split(":")[1] == expected_lanes(s, e, max_a, path), (path, kname)
+            event(f"{path}: {kname}")
     xin = x if c["layout"] == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     if c["layout"] == "NHWC":
         want = want.transpose(0, 2, 3, 1)
@@ -139,25 +152,56 @@ def _dw_case(seed, C, m, T, elo, ehi, rule="exact", dt=np.uint8, za=0, H=13, W=1
     return s, e, x, geo, want
 
 
-# (name, exponent range, expected lanes on AVX-512 / AVX2): 9 taps * T * 255 * 2^e against 2^15 and 2^31
-LANES = [("int16", (0, 2), "int16", "int32"), ("int32", (0, 14), "int32", "int32"),
-         ("int64", (20, 30), "int64", "int64")]
+def expected_lanes(s, e, max_a, path):
+    """The lane choice of §12.4a ("Depthwise kernel") for terms [T, OC, 1, KH, KW]: int16 when
+    every channel's bound + negative-term count fits int16, int16 blocks (AVX-512 only) when
+    taps cut greedily into blocks whose partial bounds fit int16 average >= 2 taps, int32 when
+    it fits int32, else int64."""
+    T, OC, _, KH, KW = s.shape
+    on = s != 0
+    per_term = np.where(on, np.where(e >= 0, max_a * 2.0 ** np.maximum(e, 0),
+                                     np.ceil(max_a / 2.0 ** np.maximum(-e, 0))) + (s < 0), 0)
+    tap = per_term.reshape(T, OC, KH * KW).sum(axis=0)              # [OC, taps], exact in float64
+    worst = tap.sum(axis=1).max()
+    simd = path in AVX512 or path in ("avx2", "avxvnni")
+    if not simd or worst > 2 ** 31 - 1:
+        return "int64"
+    if path not in AVX512:
+        return "int32"
+    if worst <= 2 ** 15 - 1:
+        return "int16"
+    nblocks, part = 1, np.zeros(OC)
+    for k in range(KH * KW):
+        if tap[:, k].max() > 2 ** 15 - 1:
+            return "int32"
+        if (part + tap[:, k]).max() > 2 ** 15 - 1:
+            nblocks, part = nblocks + 1, np.zeros(OC)
+        part += tap[:, k]
+    return "int16blocks" if KH * KW >= 2 * nblocks else "int32"
 
 
-@pytest.mark.parametrize("name,erange,l512,l2", LANES, ids=[n[0] for n in LANES])
+# (name, exponent range, K): ranges that give each lane width on AVX-512 (asserted below)
+LANES = [("int16", (0, 2), 3), ("int16blocks", (4, 4), 3), ("int16blocks-5x5", (0, 3), 5),
+         ("int32", (0, 14), 3), ("int64", (20, 30), 3)]
+
+
+@pytest.mark.parametrize("name,erange,K", LANES, ids=[n[0] for n in LANES])
 @pytest.mark.parametrize("rule", ["exact", "deepshift"])
-def test_each_lane_width(kernel_path, num_threads, name, erange, l512, l2, rule):
-    """Each lane width on each path, 67 channels (a 64-lane tail), multiplier 2, T = 3."""
-    elo = erange[0] if rule == "exact" else -31
+def test_each_lane_width(kernel_path, num_threads, name, erange, K, rule):
+    """Each lane width on each path (the choice as §12.4a says), 67 channels (a 64-lane tail),
+    multiplier 2, T = 3; deepshift with some right shifts."""
+    elo = erange[0] if rule == "exact" else min(erange[0], -2)
     dt, za = (np.uint8, 200) if rule == "exact" else (np.int8, 0)
-    s, e, x, geo, want = _dw_case(zlib.crc32(f"{name}{rule}".encode()), 67, 2, 3, elo, erange[1], rule, dt, za)
+    s, e, x, geo, want = _dw_case(zlib.crc32(f"{name}{rule}".encode()), 67, 2, 3, elo, erange[1], rule, dt, za, K=K,
+                                  pads=(K // 2,) * 4)
     w = ops.pack_shift_conv_weights(s, e, rule=rule, group=67)
     xn = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     kname = _core.dwshift_kernel_name(xn, za, w.depthwise, 32, geo["pads"], geo["strides"], geo["dilations"])
-    lanes = l512 if kernel_path in AVX512 else l2 if kernel_path in ("avx2", "avxvnni") else "int64"
-    assert kname.endswith(":" + lanes), kname
-    if lanes == "int64":
-        assert kname.startswith("dwshift_scalar"), kname
+    lanes = expected_lanes(s, e, 200 if rule == "exact" else 128, kernel_path)
+    assert kname.split(":")[1] == lanes, kname
+    if kernel_path in AVX512 and rule == "exact":
+        assert lanes == name.split("-")[0], "the case no longer reaches its lane width: adjust LANES"
+    assert kname.startswith("dwshift_scalar") == (lanes == "int64"), kname
     got = ops.shift_conv(x, w, x_zero_point=za, kernel="shift", **geo)
     np.testing.assert_array_equal(got, want)
 

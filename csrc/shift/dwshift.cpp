@@ -76,6 +76,17 @@ int64_t DwShiftPacked::channel_bound(int64_t oc, int64_t max_a) const {
   return tot > std::numeric_limits<int64_t>::max() ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(tot);
 }
 
+int64_t DwShiftPacked::tap_bound(int64_t tap, int64_t oc, int64_t max_a) const {
+  int64_t tot = 0;  // T <= 3 terms, max_a <= 2^31, e <= 30: below 2^63
+  for (int t = 0; t < T_; ++t) {
+    const size_t d = static_cast<size_t>((tap * T_ + t) * OCp_ + oc);
+    if (!sg_[d]) continue;
+    const int e = ex_[d];
+    tot += (e >= 0 ? max_a << e : -((-max_a) >> -e)) + (sg_[d] < 0);
+  }
+  return tot;
+}
+
 size_t DwShiftPacked::packed_bytes() const {
   return (lc_.size() + sm_.size() + rc_.size() + negcnt_.size()) * 4 + (lc16_.size() * 3) * 2 + sg_.size() * 2;
 }
@@ -124,7 +135,34 @@ struct Plan {
   const char* path = "scalar";
   bool epi32 = false;
   int64_t OH = 0, OW = 0;
+  std::vector<int64_t> blk_end;  // int16 blocks: tap index ending each block, then a sentinel
 };
+
+// Cuts the taps greedily into blocks whose partial bound plus negative-term count fits
+// int16 for every channel (section 12.3); false when one tap alone does not fit or the
+// blocks average fewer than 2 taps (widening then costs more than int16 lanes save).
+bool int16_blocks(const DwShiftPacked& w, int64_t max_a, std::vector<int64_t>* ends) {
+  const int64_t taps = w.taps(), OC = w.OC();
+  std::vector<int64_t> part(static_cast<size_t>(OC), 0), tb(static_cast<size_t>(OC));
+  ends->clear();
+  for (int64_t tap = 0; tap < taps; ++tap) {
+    bool fits = true;
+    for (int64_t oc = 0; oc < OC; ++oc) {
+      tb[static_cast<size_t>(oc)] = w.tap_bound(tap, oc, max_a);
+      if (tb[static_cast<size_t>(oc)] > INT16_MAX) return false;
+      fits = fits && part[static_cast<size_t>(oc)] + tb[static_cast<size_t>(oc)] <= INT16_MAX;
+    }
+    if (!fits) {
+      ends->push_back(tap);
+      std::fill(part.begin(), part.end(), 0);
+    }
+    for (int64_t oc = 0; oc < OC; ++oc) part[static_cast<size_t>(oc)] += tb[static_cast<size_t>(oc)];
+  }
+  ends->push_back(taps);
+  if (taps < 2 * static_cast<int64_t>(ends->size())) return false;
+  ends->push_back(taps + 1);  // sentinel: never reached
+  return true;
+}
 
 // Checks the arguments and picks the lanes and the kernel (section 12.3).
 Plan make_plan(const DwShiftArgs& a) {
@@ -159,6 +197,9 @@ Plan make_plan(const DwShiftArgs& a) {
     if (worst <= INT16_MAX) {
       pl.lanes = DwShiftLanes::kInt16;
       pl.fn = dwshift_row_avx512bw_i16;
+    } else if (int16_blocks(w, max_a, &pl.blk_end)) {
+      pl.lanes = DwShiftLanes::kInt16Blocks;
+      pl.fn = dwshift_row_avx512bw_i16_blocks;
     } else {
       pl.lanes = DwShiftLanes::kInt32;
       pl.fn = dwshift_row_avx512bw_i32;
@@ -252,7 +293,10 @@ void run_rows(const DwShiftArgs& a, const DwShiftRows& p, const Plan& pl, int64_
 }
 
 const char* lanes_name(DwShiftLanes l) {
-  return l == DwShiftLanes::kInt16 ? "int16" : l == DwShiftLanes::kInt32 ? "int32" : "int64";
+  return l == DwShiftLanes::kInt16         ? "int16"
+         : l == DwShiftLanes::kInt16Blocks ? "int16blocks"
+         : l == DwShiftLanes::kInt32       ? "int32"
+                                           : "int64";
 }
 
 // Below about this many term operations per thread a second thread costs more than it saves.
@@ -296,6 +340,7 @@ void dwshift_conv(const DwShiftArgs& a) {
   p.T = w.T();
   p.right_shifts = w.right_shifts();
   p.w = w.terms();
+  p.blk_end = pl.blk_end.empty() ? nullptr : pl.blk_end.data();
   p.corr = corr.data();
   p.addc = addc.data();
   p.bias = a.bias;
@@ -318,7 +363,7 @@ void dwshift_conv(const DwShiftArgs& a) {
   const int64_t row_ops = pl.OW * OCp * w.taps() * w.T();
   const int64_t grain = std::max<int64_t>(1, kMinOpsPerThread / std::max<int64_t>(1, row_ops));
   parallel_ranges(a.N * pl.OH, grain, [&](int64_t r0, int64_t r1) {
-    if (pl.lanes == DwShiftLanes::kInt16)
+    if (pl.lanes == DwShiftLanes::kInt16 || pl.lanes == DwShiftLanes::kInt16Blocks)
       run_rows<int16_t>(a, p, pl, r0, r1);
     else
       run_rows<int32_t>(a, p, pl, r0, r1);

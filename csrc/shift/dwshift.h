@@ -35,7 +35,9 @@ namespace pyq {
 constexpr int64_t kDwShiftChannelPad = 64;         // output-channel padding of every packed array
 constexpr int64_t kDwShiftMaxTaps = int64_t{1} << 20;  // keeps every int64 sum below 2^61
 
-enum class DwShiftLanes : int32_t { kInt16 = 0, kInt32 = 1, kWide = 2 };
+// int16: the whole sum in int16 lanes; int16 blocks: blocks of taps summed in int16
+// lanes, each widened into int32 lanes; int32; wide: the portable int64 code.
+enum class DwShiftLanes : int32_t { kInt16 = 0, kInt32 = 1, kWide = 2, kInt16Blocks = 3 };
 
 // The packed terms as plain pointers, each [taps][T][OCp]: left count (e >= 0: e,
 // else 0; off term: 32), sign mask (0 or -1), right count (e < 0: -e, else 0), as
@@ -59,6 +61,7 @@ struct DwShiftRows {
   int T = 1;
   bool right_shifts = false;
   DwShiftTerms w;
+  const int64_t* blk_end = nullptr;  // int16 blocks: the tap index ending each block, then a sentinel
   const int32_t* corr = nullptr;  // [OCp] negative-term count per channel
   const int32_t* addc = nullptr;  // [OCp] wrap32(count + bias): the int32 epilogue
   const int32_t* bias = nullptr;  // [OC] or null: the int64 epilogue
@@ -87,6 +90,7 @@ void dwshift_row_scalar(const DwShiftRows& p, const void* const* rows, int64_t o
 #if defined(PYQ_X86)
 void dwshift_row_avx512bw_i16(const DwShiftRows& p, const void* const* rows, int64_t oh);
 void dwshift_row_avx512bw_i32(const DwShiftRows& p, const void* const* rows, int64_t oh);
+void dwshift_row_avx512bw_i16_blocks(const DwShiftRows& p, const void* const* rows, int64_t oh);
 void dwshift_row_avx2_i32(const DwShiftRows& p, const void* const* rows, int64_t oh);
 #endif
 
@@ -108,6 +112,8 @@ class DwShiftPacked {
   bool right_shifts() const { return right_shifts_; }
   // Section 12.3's bound of channel oc without the bias, for activations of range max_a.
   int64_t channel_bound(int64_t oc, int64_t max_a) const;
+  // The same for the terms of one tap, plus their negative-term count.
+  int64_t tap_bound(int64_t tap, int64_t oc, int64_t max_a) const;
   const std::vector<int32_t>& negcnt() const { return negcnt_; }  // OCp entries
   DwShiftTerms terms() const {
     return {lc_.data(), sm_.data(), rc_.data(), lc16_.data(), sm16_.data(), rc16_.data(), sg_.data(), ex_.data()};

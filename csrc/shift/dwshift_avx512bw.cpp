@@ -120,6 +120,66 @@ inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* const* rows, 
   }
 }
 
+// int16 blocks: P pixels x 32 channels; each block of taps (p.blk_end) sums in int16
+// lanes (exact: its partial bound fits), then is widened into two int32 accumulators.
+template <int P, bool R>
+inline void px_blocks(const DwShiftRows& p, const int16_t* const* rows, int64_t ow0, int64_t cb, int64_t pix0) {
+  using L = Lanes<true>;
+  const int64_t OCp = p.OCp, T = p.T, step = p.sw * OCp;
+  __m512i a16[P], lo[P], hi[P];
+#pragma GCC unroll 4
+  for (int q = 0; q < P; ++q) a16[q] = lo[q] = hi[q] = _mm512_setzero_si512();
+  const int64_t* bend = p.blk_end;
+  for (int64_t kh = 0; kh < p.KH; ++kh) {
+    const int16_t* xr = rows[kh] + ow0 * step + cb;
+    for (int64_t kw = 0; kw < p.KW; ++kw) {
+      const int16_t* xp = xr + kw * p.dw * OCp;
+      __m512i xv[P];
+#pragma GCC unroll 4
+      for (int q = 0; q < P; ++q) xv[q] = _mm512_loadu_si512(xp + q * step);
+      const int64_t tap = kh * p.KW + kw, w0 = tap * T * OCp + cb;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t wi = w0 + t * OCp;
+        const __m512i c = _mm512_loadu_si512(p.w.lc16 + wi), s = _mm512_loadu_si512(p.w.sm16 + wi);
+        __m512i r = _mm512_setzero_si512();
+        if constexpr (R) r = _mm512_loadu_si512(p.w.rc16 + wi);
+#pragma GCC unroll 4
+        for (int q = 0; q < P; ++q) {
+          __m512i y = L::sllv(xv[q], c);
+          if constexpr (R) y = L::srav(y, r);
+          a16[q] = L::add(a16[q], _mm512_xor_si512(y, s));
+        }
+      }
+      if (tap + 1 == *bend) {
+        ++bend;
+#pragma GCC unroll 4
+        for (int q = 0; q < P; ++q) {
+          lo[q] = _mm512_add_epi32(lo[q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a16[q])));
+          hi[q] = _mm512_add_epi32(hi[q], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a16[q], 1)));
+          a16[q] = _mm512_setzero_si512();
+        }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < P; ++q) {
+    store16(p, lo[q], cb, pix0 + ow0 + q);
+    store16(p, hi[q], cb + 16, pix0 + ow0 + q);
+  }
+}
+
+template <bool R>
+void row_blocks(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
+  const int16_t* const* rows = reinterpret_cast<const int16_t* const*>(rows_v);
+  const int64_t OW = p.OW, pix0 = oh * OW;
+  for (int64_t cb = 0; cb < p.OC; cb += 32) {
+    int64_t ow = 0;
+    for (; ow + 4 <= OW; ow += 4) px_blocks<4, R>(p, rows, ow, cb, pix0);
+    if (ow + 2 <= OW) px_blocks<2, R>(p, rows, ow, cb, pix0), ow += 2;
+    if (ow < OW) px_blocks<1, R>(p, rows, ow, cb, pix0);
+  }
+}
+
 template <bool W16, bool R>
 void row(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
   using E = typename Lanes<W16>::E;
@@ -141,6 +201,13 @@ void dwshift_row_avx512bw_i16(const DwShiftRows& p, const void* const* rows, int
     row<true, true>(p, rows, oh);
   else
     row<true, false>(p, rows, oh);
+}
+
+void dwshift_row_avx512bw_i16_blocks(const DwShiftRows& p, const void* const* rows, int64_t oh) {
+  if (p.right_shifts)
+    row_blocks<true>(p, rows, oh);
+  else
+    row_blocks<false>(p, rows, oh);
 }
 
 void dwshift_row_avx512bw_i32(const DwShiftRows& p, const void* const* rows, int64_t oh) {

@@ -3,7 +3,7 @@ shift-GEMM path it replaces vs pyqinfer's int8 depthwise ``qlinear_conv``, in on
 (not a pytest-benchmark suite; run by hand):
 
     PYTHONPATH=. python benchmarks/shift_depthwise_bench.py [--threads 1,2] [--channels 32,64,128,256]
-        [--sizes 56,28,14] [--schemes pot4,pot3] [--json out.json]
+        [--sizes 56,28,14] [--schemes pot3,pot4,pot5] [--json out.json]
 
 Layers: batch 1, C channels, HxH input, 3x3 depthwise (group = C), pads 1, stride 1,
 uint8 NHWC activations with zero point 128 (the graph runner's native layout), bias,
@@ -17,8 +17,9 @@ fp32 requantization to uint8 (per-channel weight scale) for all three engines:
 * ``int8``: ``ops.qlinear_conv`` with uniform int8 weights of the same shape (the int8
   depthwise kernel; row-quad VNNI kernel on AVX-512 VNNI).
 
-Weights: ``pot4`` one PoT term per tap, exponent 0..6 or zero (4-bit PoT; int32 lanes by
-the bound: 9 * 128 * 2^6 > 2^15), ``pot3`` exponent 0..3 (int16 lanes). The three engines
+Weights: one signed PoT term per tap (10 % zero), exponent 0..3 (``pot3``: the whole
+bound fits int16 lanes), 0..6 (``pot4``, 4-bit PoT: 9 * 128 * 2^6 > 2^15, int16 blocks
+of 3 taps widened into int32) or 0..14 (``pot5``, 5-bit PoT: int32 lanes). The three engines
 of a row are timed interleaved (pyqinfer.bench.timing.time_interleaved, medians); ``new``
 and ``old`` outputs are checked equal. Ratios are time ratios (< 1: ``new`` is faster).
 """
@@ -34,7 +35,7 @@ from pyqinfer import _core
 from pyqinfer.bench.timing import time_interleaved
 from pyqinfer.graph import customops
 
-SCHEMES = {"pot4": 6, "pot3": 3}
+SCHEMES = {"pot3": 3, "pot4": 6, "pot5": 14}
 
 
 def old_per_group(s, e, bias, za, C, rq):
@@ -97,7 +98,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--channels", default="32,64,128,256")
     ap.add_argument("--sizes", default="56,28,14")
-    ap.add_argument("--schemes", default="pot4,pot3")
+    ap.add_argument("--schemes", default="pot3,pot4,pot5")
     ap.add_argument("--target", type=float, default=0.3, help="seconds of timed calls per engine and row")
     ap.add_argument("--json", help="write the records here")
     a = ap.parse_args()

@@ -75,17 +75,21 @@ struct Lanes<true> {
   static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi16(a, b); }
 };
 
-// P output pixels [ow0, ow0 + P) of one row, channels [cb, cb + kWidth).
-template <int P, bool R, bool W16>
+// P output pixels [ow0, ow0 + P) of one row, channels [cb, cb + kWidth). B (int16 lanes
+// only): the taps run in blocks (p.blk_end), each summed in int16 lanes (exact: its
+// partial bound fits) and widened into two int32 accumulators per pixel.
+template <int P, bool R, bool W16, bool B>
 inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* const* rows, int64_t ow0, int64_t cb,
                int64_t pix0) {
   using L = Lanes<W16>;
   using E = typename L::E;
+  static_assert(W16 || !B, "tap blocks are int16 lanes");
   const int64_t OCp = p.OCp, T = p.T, step = p.sw * OCp;
   const E *lc = L::lc(p.w), *sm = L::sm(p.w), *rc = L::rc(p.w);
-  __m512i acc[P];
+  __m512i acc[P], lo[P], hi[P];
 #pragma GCC unroll 8
-  for (int q = 0; q < P; ++q) acc[q] = _mm512_setzero_si512();
+  for (int q = 0; q < P; ++q) acc[q] = lo[q] = hi[q] = _mm512_setzero_si512();
+  const int64_t* bend = p.blk_end;
   for (int64_t kh = 0; kh < p.KH; ++kh) {
     const E* xr = rows[kh] + ow0 * step + cb;
     for (int64_t kw = 0; kw < p.KW; ++kw) {
@@ -93,7 +97,7 @@ inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* const* rows, 
       __m512i xv[P];
 #pragma GCC unroll 8
       for (int q = 0; q < P; ++q) xv[q] = _mm512_loadu_si512(xp + q * step);
-      const int64_t w0 = (kh * p.KW + kw) * T * OCp + cb;
+      const int64_t tap = kh * p.KW + kw, w0 = tap * T * OCp + cb;
       for (int64_t t = 0; t < T; ++t) {
         const int64_t wi = w0 + t * OCp;
         const __m512i c = _mm512_loadu_si512(lc + wi), s = _mm512_loadu_si512(sm + wi);
@@ -106,12 +110,26 @@ inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* const* rows, 
           acc[q] = L::add(acc[q], _mm512_xor_si512(y, s));
         }
       }
+      if constexpr (B) {
+        if (tap + 1 == *bend) {
+          ++bend;
+#pragma GCC unroll 8
+          for (int q = 0; q < P; ++q) {
+            lo[q] = _mm512_add_epi32(lo[q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc[q])));
+            hi[q] = _mm512_add_epi32(hi[q], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc[q], 1)));
+            acc[q] = _mm512_setzero_si512();
+          }
+        }
+      }
     }
   }
 #pragma GCC unroll 8
   for (int q = 0; q < P; ++q) {
     const int64_t pix = pix0 + ow0 + q;
-    if constexpr (W16) {  // widen: channels cb..cb+15, cb+16..cb+31
+    if constexpr (B) {
+      store16(p, lo[q], cb, pix);
+      store16(p, hi[q], cb + 16, pix);
+    } else if constexpr (W16) {  // widen: channels cb..cb+15, cb+16..cb+31
       store16(p, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc[q])), cb, pix);
       store16(p, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc[q], 1)), cb + 16, pix);
     } else {
@@ -120,77 +138,19 @@ inline void px(const DwShiftRows& p, const typename Lanes<W16>::E* const* rows, 
   }
 }
 
-// int16 blocks: P pixels x 32 channels; each block of taps (p.blk_end) sums in int16
-// lanes (exact: its partial bound fits), then is widened into two int32 accumulators.
-template <int P, bool R>
-inline void px_blocks(const DwShiftRows& p, const int16_t* const* rows, int64_t ow0, int64_t cb, int64_t pix0) {
-  using L = Lanes<true>;
-  const int64_t OCp = p.OCp, T = p.T, step = p.sw * OCp;
-  __m512i a16[P], lo[P], hi[P];
-#pragma GCC unroll 4
-  for (int q = 0; q < P; ++q) a16[q] = lo[q] = hi[q] = _mm512_setzero_si512();
-  const int64_t* bend = p.blk_end;
-  for (int64_t kh = 0; kh < p.KH; ++kh) {
-    const int16_t* xr = rows[kh] + ow0 * step + cb;
-    for (int64_t kw = 0; kw < p.KW; ++kw) {
-      const int16_t* xp = xr + kw * p.dw * OCp;
-      __m512i xv[P];
-#pragma GCC unroll 4
-      for (int q = 0; q < P; ++q) xv[q] = _mm512_loadu_si512(xp + q * step);
-      const int64_t tap = kh * p.KW + kw, w0 = tap * T * OCp + cb;
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t wi = w0 + t * OCp;
-        const __m512i c = _mm512_loadu_si512(p.w.lc16 + wi), s = _mm512_loadu_si512(p.w.sm16 + wi);
-        __m512i r = _mm512_setzero_si512();
-        if constexpr (R) r = _mm512_loadu_si512(p.w.rc16 + wi);
-#pragma GCC unroll 4
-        for (int q = 0; q < P; ++q) {
-          __m512i y = L::sllv(xv[q], c);
-          if constexpr (R) y = L::srav(y, r);
-          a16[q] = L::add(a16[q], _mm512_xor_si512(y, s));
-        }
-      }
-      if (tap + 1 == *bend) {
-        ++bend;
-#pragma GCC unroll 4
-        for (int q = 0; q < P; ++q) {
-          lo[q] = _mm512_add_epi32(lo[q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a16[q])));
-          hi[q] = _mm512_add_epi32(hi[q], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a16[q], 1)));
-          a16[q] = _mm512_setzero_si512();
-        }
-      }
-    }
-  }
-#pragma GCC unroll 4
-  for (int q = 0; q < P; ++q) {
-    store16(p, lo[q], cb, pix0 + ow0 + q);
-    store16(p, hi[q], cb + 16, pix0 + ow0 + q);
-  }
-}
-
-template <bool R>
-void row_blocks(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
-  const int16_t* const* rows = reinterpret_cast<const int16_t* const*>(rows_v);
-  const int64_t OW = p.OW, pix0 = oh * OW;
-  for (int64_t cb = 0; cb < p.OC; cb += 32) {
-    int64_t ow = 0;
-    for (; ow + 4 <= OW; ow += 4) px_blocks<4, R>(p, rows, ow, cb, pix0);
-    if (ow + 2 <= OW) px_blocks<2, R>(p, rows, ow, cb, pix0), ow += 2;
-    if (ow < OW) px_blocks<1, R>(p, rows, ow, cb, pix0);
-  }
-}
-
-template <bool W16, bool R>
+// One output row. Pixel groups of 8 (4 with tap blocks: 3 accumulators per pixel).
+template <bool W16, bool R, bool B>
 void row(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
   using E = typename Lanes<W16>::E;
+  constexpr int kP = B ? 4 : 8;
   const E* const* rows = reinterpret_cast<const E* const*>(rows_v);
   const int64_t OW = p.OW, pix0 = oh * OW;
   for (int64_t cb = 0; cb < p.OC; cb += Lanes<W16>::kWidth) {
     int64_t ow = 0;
-    for (; ow + 8 <= OW; ow += 8) px<8, R, W16>(p, rows, ow, cb, pix0);
-    if (ow + 4 <= OW) px<4, R, W16>(p, rows, ow, cb, pix0), ow += 4;
-    if (ow + 2 <= OW) px<2, R, W16>(p, rows, ow, cb, pix0), ow += 2;
-    if (ow < OW) px<1, R, W16>(p, rows, ow, cb, pix0);
+    for (; ow + kP <= OW; ow += kP) px<kP, R, W16, B>(p, rows, ow, cb, pix0);
+    if (kP > 4 && ow + 4 <= OW) px<4, R, W16, B>(p, rows, ow, cb, pix0), ow += 4;
+    if (ow + 2 <= OW) px<2, R, W16, B>(p, rows, ow, cb, pix0), ow += 2;
+    if (ow < OW) px<1, R, W16, B>(p, rows, ow, cb, pix0);
   }
 }
 
@@ -198,23 +158,23 @@ void row(const DwShiftRows& p, const void* const* rows_v, int64_t oh) {
 
 void dwshift_row_avx512bw_i16(const DwShiftRows& p, const void* const* rows, int64_t oh) {
   if (p.right_shifts)
-    row<true, true>(p, rows, oh);
+    row<true, true, false>(p, rows, oh);
   else
-    row<true, false>(p, rows, oh);
+    row<true, false, false>(p, rows, oh);
 }
 
 void dwshift_row_avx512bw_i16_blocks(const DwShiftRows& p, const void* const* rows, int64_t oh) {
   if (p.right_shifts)
-    row_blocks<true>(p, rows, oh);
+    row<true, true, true>(p, rows, oh);
   else
-    row_blocks<false>(p, rows, oh);
+    row<true, false, true>(p, rows, oh);
 }
 
 void dwshift_row_avx512bw_i32(const DwShiftRows& p, const void* const* rows, int64_t oh) {
   if (p.right_shifts)
-    row<false, true>(p, rows, oh);
+    row<false, true, false>(p, rows, oh);
   else
-    row<false, false>(p, rows, oh);
+    row<false, false, false>(p, rows, oh);
 }
 
 }  // namespace pyq

@@ -284,6 +284,14 @@ def test_other_groupings_and_fallbacks(kernel_path, kernel):
         assert (w.depthwise is not None) == (C // g == 1)
         got = ops.shift_conv(x, w, x_zero_point=za, bias=bias, acc_bits=14, kernel=kernel, **geo)
         np.testing.assert_array_equal(got, want, err_msg=f"C={C} OC={OC} group={g} {dt}")
+        ws = rng.uniform(0.5, 2.0, OC).astype(np.float32)                  # requantized (per channel)
+        y = ops.shift_conv(x, w, x_zero_point=za, bias=bias, acc_bits=14, kernel=kernel, x_scale=0.01, w_scale=ws,
+                           y_scale=0.3, y_zero_point=np.uint8(9), **geo)
+        params = ref.derive_requant("fp32", np.float32(0.01), ws, np.float32(0.3))
+        a2 = want.transpose(0, 2, 3, 1).reshape(-1, OC)
+        wy = ref.requantize(a2, params, 9, 0, 255).astype(np.uint8).reshape(
+            want.shape[0], want.shape[2], want.shape[3], OC).transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(y, wy, err_msg=f"requantized: C={C} OC={OC} group={g} {dt}")
 
 
 def test_deepshift_right_shifts_have_no_multiply_form():

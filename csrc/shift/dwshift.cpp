@@ -1,6 +1,6 @@
 // Depthwise shift convolution operator (see dwshift.h and docs/semantics.md 12.4a):
-// packing, validation, the static bound and lane choice, the padded x - za buffer,
-// threading, and the portable int64 row kernel.
+// packing, validation, the static bound and lane choice, the per-thread rings of padded
+// x - za rows, threading, and the portable int64 row kernel.
 #include "shift/dwshift.h"
 
 #include <algorithm>

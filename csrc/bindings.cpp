@@ -100,6 +100,7 @@ void bind_conv(py::module_& m);         // csrc/conv/bindings_conv.cpp
 void bind_dwconv(py::module_& m);       // csrc/conv/bindings_dwconv.cpp: depthwise kernel
 void bind_eltwise(py::module_& m);      // csrc/eltwise/bindings_eltwise.cpp: pool, add, concat, (re)quantize
 void bind_shift(py::module_& m);        // csrc/shift/bindings_shift.cpp: shift GEMM for power-of-two weights
+void bind_dwshift(py::module_& m);      // csrc/shift/bindings_shift.cpp: depthwise shift convolution
 void bind_threshold(py::module_& m);    // csrc/threshold/bindings_threshold.cpp: integer MultiThreshold
 }  // namespace pyq
 
@@ -158,5 +159,6 @@ PYBIND11_MODULE(_core, m) {
   pyq::bind_dwconv(m);
   pyq::bind_eltwise(m);
   pyq::bind_shift(m);
+  pyq::bind_dwshift(m);
   pyq::bind_threshold(m);
 }

@@ -129,3 +129,122 @@ void bind_shift(py::module_& m) {
 }
 
 }  // namespace pyq
+
+// ---------------------------------------------------------------- depthwise shift convolution
+// (csrc/shift/dwshift.h, docs/semantics.md 12.4a): group = C, 8-bit NHWC activations, int32 out.
+#include <pybind11/stl.h>  // std::array arguments
+
+#include <array>
+
+#include "conv/dwconv.h"  // dw_output_size
+#include "shift/dwshift.h"
+
+namespace pyq {
+namespace {
+
+std::shared_ptr<DwShiftPacked> pack_dwshift(const py::array& signs, const py::array& exponents, int64_t C,
+                                            const std::string& rule) {
+  using namespace pyq::pyarr;  // NOLINT: array predicates
+  if (!is_s8(signs) || !is_s8(exponents)) throw std::invalid_argument("signs and exponents must be int8");
+  if (signs.ndim() != 4 || exponents.ndim() != 4)
+    throw std::invalid_argument("signs and exponents must be [T, OC, KH, KW]");
+  for (int i = 0; i < 4; ++i)
+    if (signs.shape(i) != exponents.shape(i)) throw std::invalid_argument("signs and exponents differ in shape");
+  if (!c_contiguous(signs) || !c_contiguous(exponents))
+    throw std::invalid_argument("signs and exponents must be C-contiguous");
+  ShiftRule r;
+  if (rule == "exact")
+    r = ShiftRule::kExact;
+  else if (rule == "deepshift")
+    r = ShiftRule::kDeepShift;
+  else
+    throw std::invalid_argument("rule must be 'exact' or 'deepshift'");
+  const int T = static_cast<int>(signs.shape(0));
+  const int64_t OC = signs.shape(1), KH = signs.shape(2), KW = signs.shape(3);
+  const auto* s = static_cast<const int8_t*>(signs.data());
+  const auto* e = static_cast<const int8_t*>(exponents.data());
+  py::gil_scoped_release release;
+  return std::make_shared<DwShiftPacked>(s, e, T, OC, C, KH, KW, r);
+}
+
+DwShiftArgs dwshift_args(const py::array& x, int32_t x_zero_point, const DwShiftPacked& w, int acc_bits,
+                         const std::array<int64_t, 4>& pads, const std::array<int64_t, 2>& strides,
+                         const std::array<int64_t, 2>& dilations) {
+  using namespace pyq::pyarr;  // NOLINT: array predicates
+  if (x.ndim() != 4) throw std::invalid_argument("x must be NHWC [N, H, W, C]");
+  if (!is_byte(x)) throw std::invalid_argument("x must be uint8 or int8 (8-bit activations)");
+  if (!c_contiguous(x)) throw std::invalid_argument("x must be C-contiguous");
+  DwShiftArgs a;
+  a.x = static_cast<const uint8_t*>(x.data());
+  a.x_signed = is_s8(x);
+  a.N = x.shape(0);
+  a.H = x.shape(1);
+  a.W = x.shape(2);
+  a.C = x.shape(3);
+  a.x_zero_point = x_zero_point;
+  a.w = &w;
+  a.acc_bits = acc_bits;
+  a.pad_top = pads[0];
+  a.pad_left = pads[1];
+  a.pad_bottom = pads[2];
+  a.pad_right = pads[3];
+  a.stride_h = strides[0];
+  a.stride_w = strides[1];
+  a.dil_h = dilations[0];
+  a.dil_w = dilations[1];
+  return a;
+}
+
+py::array dwshift_conv_py(const py::array& x, int32_t x_zero_point, const DwShiftPacked& w, const py::object& bias,
+                          int acc_bits, const std::array<int64_t, 4>& pads, const std::array<int64_t, 2>& strides,
+                          const std::array<int64_t, 2>& dilations, const std::string& out_dtype,
+                          const py::object& requant, int32_t y_zero_point, int32_t lo, int32_t hi) {
+  using namespace pyq::pyarr;  // NOLINT: array predicates
+  DwShiftArgs a = dwshift_args(x, x_zero_point, w, acc_bits, pads, strides, dilations);
+  py::array bias_arr;
+  a.bias = int32_vector_or_null(bias, w.OC(), &bias_arr, "OC");
+  const int64_t OH = dw_output_size(a.H, w.KH(), a.stride_h, a.pad_top, a.pad_bottom, a.dil_h, "H");
+  const int64_t OW = dw_output_size(a.W, w.KW(), a.stride_w, a.pad_left, a.pad_right, a.dil_w, "W");
+  py::array out = make_output(out_dtype, {a.N, OH, OW, w.OC()}, &a.out_kind);
+  a.requant = checked_requant(requant, a.out_kind, w.OC(), y_zero_point, lo, hi, "OC");
+  a.zp_y = y_zero_point;
+  a.lo = lo;
+  a.hi = hi;
+  a.out = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    dwshift_conv(a);
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_dwshift(py::module_& m) {
+  py::class_<DwShiftPacked, std::shared_ptr<DwShiftPacked>>(m, "DwShiftPacked")
+      .def_property_readonly("T", &DwShiftPacked::T)
+      .def_property_readonly("OC", &DwShiftPacked::OC)
+      .def_property_readonly("C", &DwShiftPacked::C)
+      .def_property_readonly("kernel_shape", [](const DwShiftPacked& w) { return py::make_tuple(w.KH(), w.KW()); })
+      .def_property_readonly("right_shifts", &DwShiftPacked::right_shifts)
+      .def_property_readonly("packed_bytes", &DwShiftPacked::packed_bytes);
+  m.def("pack_dwshift", &pack_dwshift, py::arg("signs"), py::arg("exponents"), py::arg("C"), py::arg("rule"),
+        "Pack depthwise shift-conv terms (int8 [T, OC, KH, KW]; OC a multiple of C) for dwshift_conv.");
+  m.def("dwshift_conv", &dwshift_conv_py, py::arg("x"), py::arg("x_zero_point"), py::arg("packed"), py::arg("bias"),
+        py::arg("acc_bits"), py::arg("pads"), py::arg("strides"), py::arg("dilations"), py::arg("out_dtype") = "int32",
+        py::arg("requant") = py::none(), py::arg("y_zero_point") = 0, py::arg("lo") = 0, py::arg("hi") = 0,
+        "Depthwise shift convolution of NHWC 8-bit x (semantics 12.4a): int32 accumulators [N, OH, OW, OC], or "
+        "with out_dtype uint8 / int8 their requantization (section 4) clamped to [lo, hi].");
+  m.def(
+      "dwshift_kernel_name",
+      [](const py::array& x, int32_t x_zero_point, const DwShiftPacked& w, int acc_bits,
+         const std::array<int64_t, 4>& pads, const std::array<int64_t, 2>& strides,
+         const std::array<int64_t, 2>& dilations) {
+        return dwshift_kernel_name(dwshift_args(x, x_zero_point, w, acc_bits, pads, strides, dilations));
+      },
+      py::arg("x"), py::arg("x_zero_point"), py::arg("packed"), py::arg("acc_bits"), py::arg("pads"),
+      py::arg("strides"), py::arg("dilations"),
+      "The kernel and lane width dwshift_conv runs for these arguments on the active path (bias aside).");
+}
+
+}  // namespace pyq

@@ -188,15 +188,31 @@ def build_shift_conv(plan, n, st):
     pads, strides, dil = tuple(n.attrs["pads"]), tuple(n.attrs["strides"]), tuple(n.attrs["dilations"])
     nhwc = plan._native(st)
 
-    # semantics 12.4a: one shift GEMM per group on its own im2col columns, channels side by side
-    layers = [ShiftLayer(to_kn(s[:, gi * OCg:(gi + 1) * OCg]), to_kn(e[:, gi * OCg:(gi + 1) * OCg]), n.attrs["rule"],
-                         xdt, za, None if bias is None else bias[gi * OCg:(gi + 1) * OCg], n.attrs["acc_bits"])
-              for gi in range(g)]
+    # semantics 12.4a: depthwise layers (group = C) with 8-bit activations on the depthwise
+    # shift kernel; otherwise one shift GEMM per group on its own im2col columns, channels side by side
+    dw = None
+    if g > 1 and Cg == 1 and np.dtype(xdt).itemsize == 1 and SHIFT_KERNELS:
+        _rshift.check_shift_terms(to_kn(s), to_kn(e), n.attrs["rule"])
+        dw = _core.pack_dwshift(np.ascontiguousarray(s[:, :, 0]), np.ascontiguousarray(e[:, :, 0]), C, n.attrs["rule"])
+        dw_bias = None if bias is None else np.ascontiguousarray(bias, np.int32)
+        dw_out = ("int32", None, 0, 0, 0) if rqa is None else (rqa[1], rqa[0], *rqa[2:])   # fused requantization
+        layers = []
+    else:
+        layers = [ShiftLayer(to_kn(s[:, gi * OCg:(gi + 1) * OCg]), to_kn(e[:, gi * OCg:(gi + 1) * OCg]),
+                             n.attrs["rule"], xdt, za, None if bias is None else bias[gi * OCg:(gi + 1) * OCg],
+                             n.attrs["acc_bits"])
+                  for gi in range(g)]
 
     def fast(x):   # NHWC in and out
         if x.dtype != xdt or x.ndim != 4 or x.shape[3] != C:
             raise _err(n, f"input has dtype {x.dtype} and shape {x.shape}; expected {xdt} with {C} channels"
                           + (f" (group={g} x {Cg})" if g > 1 else ""))
+        if dw is not None:
+            try:
+                return _core.dwshift_conv(np.ascontiguousarray(x), za, dw, dw_bias, n.attrs["acc_bits"], pads, strides,
+                                          dil, *dw_out)
+            except ValueError as err:
+                raise _err(n, str(err)) from None
         try:
             cols, (nb, OH, OW) = im2col_nhwc(x, za, KH, KW, pads, strides, dil)
         except ValueError as err:
@@ -212,7 +228,8 @@ def build_shift_conv(plan, n, st):
         return _finish(acc, rqa).reshape(nb, OH, OW, OC)
     plan._wrap_layout(st, fast, fast, nhwc)
     grp = f", {g} groups" if g > 1 else ""
-    st.kernel = f"shift conv (im2col + C++ shift_matmul{grp})" if SHIFT_KERNELS else \
+    st.kernel = "depthwise shift conv (C++ dwshift_conv)" if dw is not None else \
+        f"shift conv (im2col + C++ shift_matmul{grp})" if SHIFT_KERNELS else \
         f"shift conv (im2col + exact numpy reference adapter{grp}; C++ shift kernels pending merge)"
     st.info = {"weights": f"{n.attrs.get('scheme', 'shift')} T={T} rule={n.attrs['rule']}"
                           + (f" group={g}" if g > 1 else ""),

@@ -229,36 +229,76 @@ def shift_kernel_name(a, w, *, a_zero_point=None, acc_bits=32, kernel="auto"):
 # ------------------------------------------------------------------ convolution
 
 class PackedShiftConvWeights:
-    """Shift convolution weights: terms [T, OC, C, KH, KW] (ONNX weight order per
-    term, group 1), packed as the GEMM terms [T, K = KH*KW*C, OC] in the NHWC
-    gather order k = (kh*KW + kw)*C + c. Create with :func:`pack_shift_conv_weights`."""
+    """Shift convolution weights: terms [T, OC, C/group, KH, KW] (ONNX weight order per
+    term). Create with :func:`pack_shift_conv_weights`.
 
-    def __init__(self, signs, exponents, *, rule="exact"):
+    ``group`` 1: packed as the GEMM terms [T, K = KH*KW*C, OC] (``gemm``) in the NHWC
+    gather order k = (kh*KW + kw)*C + c. ``group`` g > 1 (section 12.4a): one such GEMM
+    per group (``groups``, output channels [gi*OC/g, (gi+1)*OC/g) on input channels
+    [gi*C/g, (gi+1)*C/g)); depthwise (g = C, any channel multiplier OC/C) moreover
+    packs the depthwise shift kernel (``depthwise``, used for 8-bit activations), and
+    builds its per-group GEMMs only when a call needs them."""
+
+    def __init__(self, signs, exponents, *, rule="exact", group=1):
         for name, arr in (("signs", signs), ("exponents", exponents)):
             if not isinstance(arr, np.ndarray) or arr.dtype != np.int8:
                 raise TypeError(f"{name} must be a numpy int8 array")
+        if isinstance(group, (bool, np.bool_)) or not isinstance(group, numbers.Integral):
+            raise TypeError(f"group must be an int >= 1, got {group!r}")
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
         s, e = (x[None] if x.ndim == 4 else x for x in (signs, exponents))
         if s.ndim != 5 or s.shape != e.shape:
-            raise ValueError(f"signs and exponents must both have shape [T, OC, C, KH, KW] (or "
-                             f"[OC, C, KH, KW]), got {signs.shape} and {exponents.shape}")
-        T, OC, C, KH, KW = s.shape
+            raise ValueError(f"signs and exponents must both have shape [T, OC, C/group, KH, KW] (or "
+                             f"[OC, C/group, KH, KW]), got {signs.shape} and {exponents.shape}")
+        T, OC, Cg, KH, KW = s.shape
+        g = int(group)
+        if OC % g:
+            raise ValueError(f"group={g} does not divide the {OC} output channels")
         self.kernel_shape = (KH, KW)
-        self.C, self.OC = C, OC
-        to_kn = lambda x: np.ascontiguousarray(x.transpose(0, 3, 4, 2, 1).reshape(T, KH * KW * C, OC))  # noqa: E731
-        self.gemm = PackedShiftWeights(to_kn(s), to_kn(e), rule=rule)
+        self.C, self.OC, self.group, self.T = Cg * g, OC, g, T
         self.rule = rule
+        self._terms5 = (np.ascontiguousarray(s), np.ascontiguousarray(e))
+        self.depthwise = None
+        self.groups = None
+        if g == 1:
+            self.gemm = self._group_gemm(0)
+            return
+        if Cg == 1 and g == self.C:
+            _terms(s.reshape(T, OC, KH * KW).transpose(0, 2, 1), e.reshape(T, OC, KH * KW).transpose(0, 2, 1), rule)
+            self.depthwise = _core.pack_dwshift(np.ascontiguousarray(s[:, :, 0]), np.ascontiguousarray(e[:, :, 0]),
+                                                self.C, rule)
+        else:
+            self.group_gemms()
+
+    def _group_gemm(self, gi):
+        s, e = self._terms5
+        T, OC, Cg, KH, KW = s.shape
+        OCg = OC // self.group
+        to_kn = lambda x: np.ascontiguousarray(  # noqa: E731
+            x[:, gi * OCg:(gi + 1) * OCg].transpose(0, 3, 4, 2, 1).reshape(T, KH * KW * Cg, OCg))
+        return PackedShiftWeights(to_kn(s), to_kn(e), rule=self.rule)
+
+    def group_gemms(self):
+        """The per-group GEMM weights (built on first use for depthwise layers)."""
+        if self.groups is None:
+            self.groups = [self._group_gemm(gi) for gi in range(self.group)]
+        return self.groups
 
     @property
     def N(self):
         return self.OC
 
     def __repr__(self):
-        return f"PackedShiftConvWeights(T={self.gemm.T}, OC={self.OC}, C={self.C}, kernel={self.kernel_shape})"
+        grp = f", group={self.group}" if self.group > 1 else ""
+        return f"PackedShiftConvWeights(T={self.T}, OC={self.OC}, C={self.C}, kernel={self.kernel_shape}{grp})"
 
 
-def pack_shift_conv_weights(signs, exponents, *, rule="exact"):
-    """Pack shift convolution terms [T, OC, C, KH, KW] (or [OC, C, KH, KW]) once."""
-    return PackedShiftConvWeights(signs, exponents, rule=rule)
+def pack_shift_conv_weights(signs, exponents, *, rule="exact", group=1):
+    """Pack shift convolution terms [T, OC, C/group, KH, KW] (or [OC, C/group, KH, KW])
+    once. ``group`` is ONNX Conv's (section 12.4a): it must divide OC; the input then
+    has ``C/group * group`` channels. ``group == C`` is depthwise (any multiplier OC/C)."""
+    return PackedShiftConvWeights(signs, exponents, rule=rule, group=group)
 
 
 def _conv_geometry(x_hw, kernel_shape, pads, strides, dilations):
@@ -294,11 +334,13 @@ def im2col_nhwc(x, x_zero_point, kernel_shape, pads, strides, dilations):
 def shift_conv(x, w, *, x_zero_point=None, bias=None, pads=None, strides=None, dilations=None,
                acc_bits=32, kernel="auto", layout="NCHW", x_scale=None, w_scale=None, y_scale=None,
                y_zero_point=None, mode="fp32", clip=None):
-    """2-D convolution with shift weights (group 1): the im2col patches of ``x``
-    (padding taps equal ``x_zero_point``, so they add 0; section 12.4a) times the
-    GEMM terms, through :func:`shift_matmul` with the same ``acc_bits``, ``kernel``,
-    bias and requantization arguments. ``x`` is NCHW (default) or NHWC; the output
-    has the same layout."""
+    """2-D convolution with shift weights: the im2col patches of ``x`` (padding taps
+    equal ``x_zero_point``, so they add 0; section 12.4a) times the GEMM terms, through
+    :func:`shift_matmul` with the same ``acc_bits``, ``kernel``, bias and
+    requantization arguments. ``x`` is NCHW (default) or NHWC; the output has the same
+    layout. Weights packed with ``group`` g > 1 run one GEMM per group on that group's
+    channels, except depthwise layers (g = C) with 8-bit ``x`` and ``kernel`` ``"auto"``
+    or ``"shift"``, which run the depthwise shift kernel (same bits)."""
     if not isinstance(w, PackedShiftConvWeights):
         raise TypeError(f"w must be a PackedShiftConvWeights (pack_shift_conv_weights), got {type(w).__name__}")
     if layout not in ("NCHW", "NHWC"):
@@ -307,16 +349,50 @@ def shift_conv(x, w, *, x_zero_point=None, bias=None, pads=None, strides=None, d
         raise ValueError("x must be a 4-D numpy array")
     xn = x.transpose(0, 2, 3, 1) if layout == "NCHW" else x
     if xn.shape[3] != w.C:
-        raise ValueError(f"x has {xn.shape[3]} channels but w expects C = {w.C}")
+        grp = f" (group={w.group} x {w.C // w.group} channels)" if w.group > 1 else ""
+        raise ValueError(f"x has {xn.shape[3]} channels but w expects C = {w.C}{grp}")
     pads, strides, dilations = _conv_geometry(xn.shape[1:3], w.kernel_shape, pads, strides, dilations)
     za = 0 if x_zero_point is None else int(np.asarray(x_zero_point).reshape(()))
     if x.dtype in _ACT:
         lo, hi = _ACT[x.dtype]
         if not lo <= za <= hi:
             raise ValueError(f"x_zero_point={za} is outside the range [{lo}, {hi}] of {x.dtype}")
-    cols, (n, OH, OW) = im2col_nhwc(np.ascontiguousarray(xn), za, w.kernel_shape, pads, strides, dilations)
-    y = shift_matmul(cols, w.gemm, a_zero_point=x_zero_point, bias=bias, acc_bits=acc_bits, kernel=kernel,
-                     a_scale=x_scale, w_scale=w_scale, y_scale=y_scale, y_zero_point=y_zero_point,
-                     mode=mode, clip=clip)
-    y = y.reshape(n, OH, OW, w.OC)
+    if w.group > 1:
+        y = _grouped_conv(xn, w, x_zero_point, za, bias, pads, strides, dilations, acc_bits, kernel,
+                          (x_scale, w_scale, y_scale, y_zero_point, mode, clip))
+    else:
+        cols, (n, OH, OW) = im2col_nhwc(np.ascontiguousarray(xn), za, w.kernel_shape, pads, strides, dilations)
+        y = shift_matmul(cols, w.gemm, a_zero_point=x_zero_point, bias=bias, acc_bits=acc_bits, kernel=kernel,
+                         a_scale=x_scale, w_scale=w_scale, y_scale=y_scale, y_zero_point=y_zero_point,
+                         mode=mode, clip=clip)
+        y = y.reshape(n, OH, OW, w.OC)
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if layout == "NCHW" else y
+
+
+def _grouped_conv(xn, w, x_zero_point, za, bias, pads, strides, dilations, acc_bits, kernel, out_args):
+    """NHWC output of a grouped shift conv (section 12.4a): the depthwise kernel (its
+    epilogue requantizes), or one shift GEMM per group into the int32 accumulators, then
+    the requantization."""
+    acc_bits = _acc_bits(acc_bits)
+    kernel = _kernel(kernel)
+    x2, _, za = _activations(xn, x_zero_point, w.C, w.rule)     # checks dtype, zero point, rule
+    xn = x2.reshape(xn.shape)
+    b = bias_array(bias, w.OC)
+    out_dtype, rq, zy, lo, hi = _output(w, *out_args)
+    if w.depthwise is not None and kernel in ("auto", "shift") and xn.dtype.itemsize == 1:
+        return _core.dwshift_conv(xn, za, w.depthwise, b, acc_bits, pads, strides, dilations, out_dtype, rq, zy, lo, hi)
+    else:
+        cols, (n, OH, OW) = im2col_nhwc(xn, za, w.kernel_shape, pads, strides, dilations)
+        KK = w.kernel_shape[0] * w.kernel_shape[1]
+        Cg, OCg = w.C // w.group, w.OC // w.group
+        cols = cols.reshape(cols.shape[0], KK, w.C)                   # k = (kh*KW + kw)*C + c
+        acc = np.empty((cols.shape[0], w.OC), np.int32)
+        for gi, wg in enumerate(w.group_gemms()):
+            cg = np.ascontiguousarray(cols[:, :, gi * Cg:(gi + 1) * Cg]).reshape(cols.shape[0], KK * Cg)
+            og = slice(gi * OCg, (gi + 1) * OCg)
+            acc[:, og] = _core.shift_gemm(cg, za, wg._core, None if b is None else np.ascontiguousarray(b[og]),
+                                          acc_bits, kernel, "int32", None, 0, 0, 0)
+        acc = acc.reshape(n, OH, OW, w.OC)
+    if rq is None:
+        return acc
+    return _core.requantize(acc.reshape(-1, w.OC), rq, zy, lo, hi, out_dtype).reshape(acc.shape)

@@ -145,18 +145,19 @@ def test_int16_lanes_are_chosen_where_the_bound_allows():
     try:
         name = ops.shift_kernel_name(np.zeros((4, 1024), np.uint8), w, a_zero_point=128, kernel="shift")
         assert name == "shift_avx512bw:int16x2,int32x0,wide64x0"
-        # from 32 rows on, the chunk kernel (measured at or above int16 column lanes)
+        # from 32 rows on, the packed-field kernel (measured above the chunks, which beat int16 column lanes)
         assert ops.shift_kernel_name(np.zeros((32, 1024), np.uint8), w, a_zero_point=128,
-                                     kernel="shift") == "shift_chunk16_avx512bw"
+                                     kernel="shift") == "shift_packed48_avx512bw"
         # int32 activations can never use int16 lanes
         assert "int16x0" in ops.shift_kernel_name(np.zeros((4, 1024), np.int32), w, kernel="shift")
     finally:
         pyqinfer.set_kernel_path("auto")
 
 
-#: the kernel name (prefix) by _core.set_shift_rows_variant (0 = auto: chunks of 16 when every exponent <= 16)
-ROWS_VARIANTS = {0: "shift_chunk16_avx512bw", 1: "shift_bucket_avx512bw", 2: "shift_chunk8_avx512bw",
-                 3: "shift_chunk16_avx512bw", 4: "shift_avx512bw:"}
+#: the kernel name (prefix) by _core.set_shift_rows_variant (0 = auto: packed fields when the column
+#: table sums fit uint32, else chunks of 16 when every exponent <= 16)
+ROWS_VARIANTS = {0: "shift_packed48_avx512bw", 1: "shift_bucket_avx512bw", 2: "shift_chunk8_avx512bw",
+                 3: "shift_chunk16_avx512bw", 4: "shift_avx512bw:", 5: "shift_packed48_avx512bw"}
 
 
 @pytest.fixture
@@ -227,13 +228,113 @@ def test_chunk_exponent_edges(run_everywhere, rows_variant, elo, ehi, K, chunked
         pyqinfer.set_kernel_path("avx512bw")
         try:
             name = ops.shift_kernel_name(a, w, kernel="shift")
-            assert name == (ROWS_VARIANTS[rows_variant] if chunked else "shift_bucket_avx512bw")
+            assert name == (ROWS_VARIANTS[rows_variant] if chunked or rows_variant == 0 else "shift_bucket_avx512bw")
         finally:
             pyqinfer.set_kernel_path("auto")
     want = shift_accumulate_int64(a, s, e, **kw)
     assert want[:, 0].max() > 2 ** 30 or K < 100   # column 0 reaches the int32 edge
     for y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw)).values():
         np.testing.assert_array_equal(y, want)
+
+
+# ------------------------------------------------------------------ the packed-field kernel
+
+def _span(s, e):
+    """255 * max over columns of the sum of 2^e over active terms: the packed kernel's
+    largest table sum (it runs when this is below 2^32)."""
+    p = np.where(s != 0, np.ldexp(1.0, np.where(s != 0, e, 0).astype(np.int64)), 0.0)
+    return 255 * int(p.sum(axis=(0, 1)).max()) if s.size else 0
+
+
+@st.composite
+def packed_cases(draw):
+    rule = draw(st.sampled_from(["exact", "exact", "deepshift"]))
+    dt = draw(st.sampled_from(["uint8", "int8"] if rule == "exact" else ["int8"]))
+    elo = draw(st.integers(0, 24))
+    ehi = draw(st.integers(elo, min(30, elo + draw(st.sampled_from([0, 3, 6, 30])))))
+    za = 0
+    if rule == "exact":
+        info = np.iinfo(ACT[dt])
+        za = draw(st.sampled_from([0, int(info.min), int(info.max), 3]))
+    return dict(rule=rule, dt=dt, T=draw(st.integers(1, 3)), K=draw(st.sampled_from([1, 3, 64, 65, 200, 383, 384, 900])),
+                N=draw(st.sampled_from([1, 5, 64, 65, 130])), M=draw(st.sampled_from([32, 47, 48, 49, 96, 110])),
+                elo=elo, ehi=ehi, za=za, acc_bits=draw(st.sampled_from([32, 32, 24, 16])),
+                p_off=draw(st.sampled_from([0.0, 0.3, 0.9])), bias=draw(st.booleans()),
+                extremes=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 32 - 1)))
+
+
+@pytest.mark.parametrize("variant", [0, 5])
+@settings(max_examples=40, deadline=None)
+@given(c=packed_cases())
+def test_packed_kernel_matches_oracle(run_everywhere, variant, c):
+    """The packed-field kernel (section 12.4a: 48 rows as 10-bit fields, x' and 255 - x' tables,
+    groups of <= 64 terms) on 8-bit activations from 32 rows: partial row blocks, k blocks and
+    their tails, every exponent, both rules, saturating widths; where a column's table sum
+    reaches 2^32 the operator takes another kernel (the name says which)."""
+    rng = np.random.default_rng(c["seed"])
+    s, e = _terms(rng, c["T"], c["K"], c["N"], c["elo"], c["ehi"], c["p_off"])
+    a = _acts(rng, ACT[c["dt"]], (c["M"], c["K"]), c["extremes"])
+    bias = rng.integers(-2 ** 31, 2 ** 31, c["N"]).astype(np.int32) if c["bias"] else None
+    kw = dict(a_zero_point=c["za"] or None, bias=bias, acc_bits=c["acc_bits"])
+    w = ops.pack_shift_weights(s, e, rule=c["rule"])
+    want = shift_accumulate_int64(a, s, e, rule=c["rule"], **kw)
+    from pyqinfer import _core
+
+    _core.set_shift_rows_variant(variant)
+    try:
+        if "avx512bw" in pyqinfer.kernel_paths():
+            pyqinfer.set_kernel_path("avx512bw")
+            try:
+                name = ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=c["za"] or None)
+            finally:
+                pyqinfer.set_kernel_path("auto")
+            assert (name == "shift_packed48_avx512bw") == (_span(s, e) < 2 ** 32), (name, _span(s, e))
+        got = run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", **kw))
+    finally:
+        _core.set_shift_rows_variant(0)
+    for key, y in got.items():
+        np.testing.assert_array_equal(y, want, err_msg=f"{key} {c}")
+
+
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+def test_packed_kernel_field_edges(run_everywhere, adt):
+    """Every field at its largest: groups of exactly 64 terms of 255 (x' = 255 for +1, x' = 0 and
+    so 255 - x' for -1) and the 65th term starting a new group; 47-49 rows; a column whose table
+    sum is just below 2^32 (one term 2^24: 255 * 2^24) and one just above (two), which sends the
+    layer to another kernel."""
+    K = 3 * 65
+    s = np.zeros((1, K, 6), np.int8)
+    e = np.zeros((1, K, 6), np.int8)
+    s[0, :, 0], e[0, :, 0] = 1, 5             # 195 terms of one exponent: groups 64, 64, 64, 3
+    s[0, :, 1], e[0, :, 1] = -1, 0
+    s[0, :64, 2], e[0, :64, 2] = 1, 9         # exactly one full group
+    s[0, :65, 3], e[0, :65, 3] = -1, 9        # a full group and one more term
+    s[0, ::2, 4], e[0, ::2, 4] = 1, np.arange(0, K, 2) % 7
+    s[0, 7, 5], e[0, 7, 5] = 1, 24            # 255 * 2^24 < 2^32
+    lo, hi = (0, 255) if adt == "uint8" else (-128, 127)
+    for M in (47, 48, 49):
+        a = np.full((M, K), hi, ACT[adt])
+        a[1::2] = lo
+        za = lo if adt == "uint8" else 0
+        w = ops.pack_shift_weights(s, e)
+        want = shift_accumulate_int64(a, s, e, a_zero_point=za or None)
+        if "avx512bw" in pyqinfer.kernel_paths():
+            pyqinfer.set_kernel_path("avx512bw")
+            try:
+                assert ops.shift_kernel_name(a, w, kernel="shift", a_zero_point=za or None) == "shift_packed48_avx512bw"
+            finally:
+                pyqinfer.set_kernel_path("auto")
+        for key, y in run_everywhere(lambda: ops.shift_matmul(a, w, kernel="shift", a_zero_point=za or None)).items():
+            np.testing.assert_array_equal(y, want, err_msg=f"{key} M={M}")
+    s2 = s.copy()
+    s2[0, 8, 5], e[0, 8, 5] = 1, 24           # two such terms: 2 * 255 * 2^24 >= 2^32
+    if "avx512bw" in pyqinfer.kernel_paths():
+        pyqinfer.set_kernel_path("avx512bw")
+        try:
+            w2 = ops.pack_shift_weights(s2, e)
+            assert ops.shift_kernel_name(np.zeros((48, K), np.uint8), w2, kernel="shift") != "shift_packed48_avx512bw"
+        finally:
+            pyqinfer.set_kernel_path("auto")
 
 
 @pytest.mark.parametrize("adt,za", [("uint8", 7), ("int8", -3), ("int8", 0)])
@@ -449,7 +550,8 @@ def test_bench_records_and_cli(monkeypatch):
     assert all(r["bit_exact"] is True for r in recs)
     if "avx512bw" in pyqinfer.kernel_paths():
         names = {r["kernel"]: r["kernel_name"] for r in recs}
-        assert names["shift"] == names["shift:chunk16"] == "shift_chunk16_avx512bw"
+        assert names["shift"] == names["shift:packed48"] == "shift_packed48_avx512bw"
+        assert names["shift:chunk16"] == "shift_chunk16_avx512bw"
         assert names["shift:chunk8"] == "shift_chunk8_avx512bw"
         assert names["shift:bucket"] == "shift_bucket_avx512bw"
         assert names["shift:columns"].startswith("shift_avx512bw:")

@@ -6,7 +6,8 @@ figure: it leaves out the time other processes hold the cores).
 
 Arguments: M=K=N, threads, scheme (pot4, apot4 of pyqinfer.bench.shift, or poteE: pot4
 with exponents folded to 0..E), repeats (best of). Variants (_core.set_shift_rows_variant):
-4 column kernels, 1 exponent buckets, 2 chunks of 8, 3 chunks of 16; every output is
+4 column kernels, 1 exponent buckets, 2 chunks of 8, 3 chunks of 16, 5 packed fields (the
+default from 32 rows); every output is
 checked against the int64 oracle first.
 """
 import os
@@ -46,7 +47,7 @@ def main(argv):
             return ops.shift_matmul(a, w, a_zero_point=128, kernel="shift")
         return run
 
-    fns = {v: engine(v) for v in (4, 1, 2, 3, "mul")}
+    fns = {v: engine(v) for v in (4, 1, 2, 3, 5, "mul")}
     names = {}
     try:
         for v, f in fns.items():

@@ -109,7 +109,7 @@ void bind_shift(py::module_& m) {
       .def_property_readonly("packed_bytes", &PackedShift::packed_bytes);
   m.def("set_shift_rows_variant", &set_shift_rows_variant, py::arg("variant"),
         "The rows-in-lanes shift kernel for A/B benchmarks (all bit-exact): 0 auto, 1 exponent buckets, "
-        "2 chunks of 8, 3 chunks of 16, 4 the column kernels.");
+        "2 chunks of 8, 3 chunks of 16, 4 the column kernels, 5 the packed fields.");
   m.def("shift_rows_variant", &shift_rows_variant);
   m.def("set_shift_hybrid", &set_shift_hybrid, py::arg("period") = 0, py::arg("ns") = 0,
         "A/B knobs of the hybrid kernel (all bit-exact): one shift unit per `period` VNNI K groups (0: the "

@@ -120,6 +120,31 @@ constexpr int kShiftChunkMaxExp = 16;
 void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
                            int64_t pn, int C, int32_t* acc);
 
+// The packed-field form (section 12.4a): 48 rows per 64-byte table row, as six
+// 10-bit fields per uint64 (row 8f + i is field f of qword i). Table rows per block of
+// kbk k's (K split into equal blocks of at most kShiftPackedMaxK): x' (the activation
+// offset to [0, 255]), 255 - x' (negative terms), and a zero row (the padding). Per column and block, groups of at most
+// kShiftPackedGroup terms of one exponent: [e, nchunks], 4 * nchunks byte offsets
+// (64 * row); then 0xFFFF. colsum[n] = sum_k w[k, n] and comp[n] = 255 * (sum of 2^e
+// over the column's negative terms) turn the table sums into sum_k w * (a - za);
+// span = max over n of 255 * (sum of 2^e over the column's terms), the largest
+// table sum: the kernel's uint32 row sums need span < 2^32.
+constexpr int kShiftPackedMaxK = 383;  // measured best of 255 / 383 / 511 at K = 1024
+constexpr int kShiftPackedLanes = 48;
+constexpr int kShiftPackedGroup = 64;  // 64 * 255 < 2^14: a group's field sums stay in 14 bits
+struct ShiftPackedStream {
+  ShiftBuckets b;
+  std::vector<int64_t> colsum, comp;
+  int64_t span = 0;
+  int64_t kbk = 0;  // k's per block; a block's table has 2 * kbk + 1 rows
+};
+// Columns [n0, n1) of the packed-field kernel (AVX-512BW): xt holds nkb tables of
+// table_rows x 8 uint64; acc [(n1 - n0)][48] uint32 gets each row's table sum
+// (sum over terms of 2^e * (x' or 255 - x')); row 8f + i of a column is element
+// 16 * (f / 2) + 2 * i + f % 2.
+void shift_packed_avx512bw(const uint64_t* xt, int64_t table_rows, const uint16_t* stream, const int64_t* start,
+                           int64_t nkb, int64_t n0, int64_t n1, uint32_t* acc);
+
 // The hybrid kernel (shift_hybrid_avx512vnni.cpp, section 12.4a): VNNI tiles on the
 // decoded int8 weights of columns [0, Nv) with shift-add units of columns [Nv, N)
 // interleaved in their K loop. A unit is 3 uint64: kb | (16 - e) << 16 | column << 32
@@ -157,7 +182,7 @@ void set_shift_hybrid(int period, int64_t ns);
 // Which kernel the shift route takes for layers the rows-in-lanes kernels can run
 // (A/B benchmarks; every choice is bit-exact): 0 auto (chunks of 16 when every
 // exponent is <= 16, else buckets unless every panel has int16 column lanes), forced: 1 buckets, 2 chunks of 8, 3 chunks of 16 (2 and 3 fall back to
-// buckets when an exponent exceeds 16), 4 the column kernels.
+// buckets when an exponent exceeds 16), 4 the column kernels, 5 the packed fields.
 void set_shift_rows_variant(int v);
 int shift_rows_variant();
 
@@ -191,6 +216,7 @@ class PackedShift {
   const int32_t* pack32() const;  // built on first use
   const ShiftBuckets& buckets() const;  // built on first use (decodable() only)
   const ShiftBuckets& chunks(int C) const;  // built on first use (decodable(), max_exponent() <= 16)
+  const ShiftPackedStream& packed_stream() const;  // built on first use (decodable())
   int max_exponent() const;  // of the active terms (-32 when none)
   int64_t row_elems() const { return right_shifts_ ? 3 * kShiftPanel : 2 * kShiftPanel; }
   const int64_t* negcnt() const { return negcnt_.data(); }
@@ -237,6 +263,7 @@ class PackedShift {
   mutable std::vector<int32_t> pack32_;
   mutable std::unique_ptr<ShiftBuckets> buckets_;
   mutable std::unique_ptr<ShiftBuckets> chunks_[2];  // C = 8, 16
+  mutable std::unique_ptr<ShiftPackedStream> packed_;
   mutable std::unique_ptr<AlignedBuffer> lut4_;
   mutable std::vector<int32_t> lut4_colsum_;
   mutable std::vector<int64_t> hybrid_units_;

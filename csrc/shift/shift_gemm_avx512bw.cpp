@@ -300,6 +300,44 @@ inline void chunk_column(const char* X, const uint16_t* q, __m512i& ev, __m512i&
   chunks<4>(X, chunks<C>(X, q + 2, nc, ev, od), n4, ev, od);
 }
 
+// Packed fields: a table row is 48 rows as six 10-bit fields per uint64. A chunk of
+// 4 rows sums in place (4 * 255 < 2^10); each chunk's even fields (0, 2, 4 at bits 0,
+// 20, 40) go to le and the whole chunk to la, so that after a group of <= 64 terms
+// (field sums < 2^14) o = la - le holds the odd fields at bits 10, 30, 50 without
+// overlap. The flush pairs field 2p (low half) with 2p + 1 (high half) in each
+// uint64 lane and shifts the pair by e at once: the operator admits only columns
+// whose term sum 255 * sum 2^e is below 2^32, so neither half carries.
+inline void packed_column(const char* X, const uint16_t* q, __m512i (&a)[3]) {
+  const __m512i even = _mm512_set1_epi64(static_cast<long long>(0x3FFull | 0x3FFull << 20 | 0x3FFull << 40));
+  const __m512i low20 = _mm512_set1_epi64(0xFFFFF), low32 = _mm512_set1_epi64(0xFFFFFFFFll);
+  while (q[0] != 0xFFFF) {
+    const int e = q[0], nch = q[1];
+    q += 2;
+    __m512i le = _mm512_setzero_si512(), la = _mm512_setzero_si512();
+    for (int c = 0; c < nch; ++c, q += 4) {
+      uint64_t o;
+      std::memcpy(&o, q, 8);
+      __m512i d0 = _mm512_load_si512(X + (o & 0xFFFF));
+      __m512i d1 = _mm512_load_si512(X + ((o >> 32) & 0xFFFF));
+      d0 = _mm512_add_epi64(d0, _mm512_load_si512(X + ((o >> 16) & 0xFFFF)));
+      d1 = _mm512_add_epi64(d1, _mm512_load_si512(X + (o >> 48)));
+      d0 = _mm512_add_epi64(d0, d1);
+      le = _mm512_add_epi64(le, _mm512_and_si512(d0, even));
+      la = _mm512_add_epi64(la, d0);
+    }
+    const __m512i o = _mm512_sub_epi64(la, le);
+    const __m128i sh = _mm_cvtsi32_si128(e);
+    // mask ? low : high (0xCA); each high part lands at bits 32.. with zeros around it
+    const __m512i p0 = _mm512_ternarylogic_epi64(low20, le, _mm512_srli_epi64(_mm512_slli_epi64(o, 34), 12), 0xCA);
+    const __m512i p1 = _mm512_ternarylogic_epi64(low32, _mm512_srli_epi64(_mm512_slli_epi64(le, 24), 44),
+                                                 _mm512_srli_epi64(_mm512_slli_epi64(o, 14), 12), 0xCA);
+    const __m512i p2 = _mm512_ternarylogic_epi64(low32, _mm512_srli_epi64(le, 40), _mm512_srli_epi64(o, 18), 0xCA);
+    a[0] = _mm512_add_epi64(a[0], _mm512_sll_epi64(p0, sh));
+    a[1] = _mm512_add_epi64(a[1], _mm512_sll_epi64(p1, sh));
+    a[2] = _mm512_add_epi64(a[2], _mm512_sll_epi64(p2, sh));
+  }
+}
+
 }  // namespace
 
 void shift_bucket_avx512bw(const int16_t* xt, const uint16_t* stream, const int64_t* start, int64_t nkb, int64_t N,
@@ -313,6 +351,23 @@ void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int6
     rows_panel(xt, stream, start, nkb, N, pn, acc, chunk_column<16>);
   else
     rows_panel(xt, stream, start, nkb, N, pn, acc, chunk_column<8>);
+}
+
+void shift_packed_avx512bw(const uint64_t* xt, int64_t table_rows, const uint16_t* stream, const int64_t* start,
+                           int64_t nkb, int64_t n0, int64_t n1, uint32_t* acc) {
+  for (int64_t j = 0; j < (n1 - n0) * kShiftPackedLanes; j += 16) _mm512_storeu_si512(acc + j, _mm512_setzero_si512());
+  for (int64_t kb = 0; kb < nkb; ++kb) {
+    const char* X = reinterpret_cast<const char*>(xt + kb * table_rows * 8);
+    for (int64_t n = n0; n < n1; ++n) {
+      uint32_t* c = acc + (n - n0) * kShiftPackedLanes;
+      __m512i a[3];
+#pragma GCC unroll 3
+      for (int f = 0; f < 3; ++f) a[f] = _mm512_loadu_si512(c + 16 * f);
+      packed_column(X, stream + start[n * nkb + kb], a);
+#pragma GCC unroll 3
+      for (int f = 0; f < 3; ++f) _mm512_storeu_si512(c + 16 * f, a[f]);
+    }
+  }
 }
 
 void shift_mul32_avx512bw(const int32_t* x, int64_t K, const int32_t* w_kn, int64_t N, int64_t m0, int64_t m1,

@@ -51,8 +51,8 @@ SCHEMES = ("pot4", "apot4")
 KERNELS = ("shift", "multiply", "int8", "hybrid")
 #: extra shift engines of ``--ab-rows`` (GEMM cases): the kernel forced with
 #: ``_core.set_shift_rows_variant`` (1 exponent buckets, 2 chunks of 8, 3 chunks of 16,
-#: 4 the column kernels; the first three need >= 32 rows and 8-bit activations)
-AB_ROWS = {"shift:bucket": 1, "shift:chunk8": 2, "shift:chunk16": 3, "shift:columns": 4}
+#: 4 the column kernels, 5 the packed fields; all but 4 need >= 32 rows and 8-bit activations)
+AB_ROWS = {"shift:bucket": 1, "shift:chunk8": 2, "shift:chunk16": 3, "shift:columns": 4, "shift:packed48": 5}
 
 #: (name, M, K, N) GEMV and GEMM shapes
 GEMM_SHAPES = [("gemv 1x4096x4096", 1, 4096, 4096), ("gemv 1x8192x8192", 1, 8192, 8192),

@@ -649,7 +649,8 @@ def build_parser():
     sv.add_argument("--kernel-path", metavar="NAME", help="force a pyqinfer kernel path for the run")
     sv.add_argument("--ab-rows", action="store_true",
                     help="GEMM cases: also time the shift kernel with each variant forced (exponent "
-                         "buckets, chunks of 8, chunks of 16, column lanes), interleaved in the same run")
+                         "buckets, chunks of 8, chunks of 16, column lanes, packed fields), interleaved in "
+                         "the same run")
 
     r = sub.add_parser("run", help="run a quantized ONNX model on inputs from an .npz file",
                        description="Load MODEL (a quantized ONNX file: QDQ or QOperator, see "

@@ -538,11 +538,14 @@ void check_args(const ShiftArgs& g) {
 // The hybrid's column split (section 12.4a), in units of one 6x64x4 VNNI step: a
 // row block of 30 rows runs 5 * panels(Nv) * ceil(K/4) steps and absorbs one unit per
 // `period` of them; units beyond that run alone (about kAloneCost of a step each),
-// absorbed ones cost kFusedCost extra (0.09 measured at 1024^3). Nv runs over
+// absorbed ones cost kFusedCost extra: 0.17 measured at 1024^3 with one table per
+// thread (0.09 in the port microbenchmark), against the 256 / 1536 = 0.167 step of
+// VNNI work a unit replaces, so the model finds no profitable split for the layers
+// measured so far and kernel="hybrid" takes the multiply route there. Nv runs over
 // multiples of 64; the split with the lowest modelled cost wins if it beats all
 // columns on VNNI (5 * ceil(N/64) * ceil(K/4) steps). Returns Nv (0: no split; the
 // caller then takes the multiply route).
-constexpr double kAloneCost = 0.5, kFusedCost = 0.1;
+constexpr double kAloneCost = 0.5, kFusedCost = 0.17;
 int64_t hybrid_split(const PackedShift& w, int period) {
   const int64_t N = w.N(), kg = (w.K() + 3) / 4;
   const int64_t forced = g_hybrid_ns.load();
@@ -597,7 +600,10 @@ Prepared prepare(const ShiftArgs& g) {
     // VNNI columns + shift columns in one loop: int8 values, exponents <= 16, an
     // int32 bound and no saturation (the VNNI epilogue stores the final values).
     const int period = g_hybrid_period.load() > 0 ? g_hybrid_period.load() : kHybridDefaultPeriod;
+    // Fewer rows than one block: the block's table and the tiles' bookkeeping cost more
+    // than the split can save (a GEMV ran at 0.06x of the multiply route with a split).
     const int64_t nv = path == KernelPath::kAvx512vnni && eight && w.fits_int8() && fits32 && pr.no_saturation &&
+                               (g.M >= kHybridRows || g_hybrid_ns.load() > 0) &&
                                w.max_exponent() <= kShiftChunkMaxExp && w.K() < 65536 * kShiftBucketK
                            ? hybrid_split(w, period)
                            : 0;

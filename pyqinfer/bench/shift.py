@@ -262,7 +262,7 @@ model uJ*: HARDWARE MODEL, not a CPU measurement: Horowitz ISSCC 2014 45 nm arit
 hybrid: kernel="hybrid": VNNI tiles on the decoded int8 values of most columns with shift-add
   units of the other columns in the same loop (section 12.4a); falls back to multiply where
   it does not apply (the kernel name says which).
-shift:bucket, shift:chunk8, shift:chunk16, shift:columns (--ab-rows): the shift kernel with its
+shift:bucket, shift:chunk8, shift:chunk16, shift:columns, shift:packed48 (--ab-rows): the shift kernel with its
   variant forced (A/B in the same run; the plain shift row takes the automatic choice).
 note: the shift kernel's lane plan (int16/int32/wide panels) or the multiply route; for
   convolutions the im2col gather time inside the measured time."""

@@ -608,6 +608,27 @@ def test_hybrid_matches_oracle_and_other_kernels(run_everywhere, M, K, N, T, adt
         np.testing.assert_array_equal(ops.shift_matmul(a, w, a_zero_point=za, bias=b, kernel=kernel), want)
 
 
+def test_kernel_name_sees_the_bias():
+    """A bias that makes saturation possible sends the hybrid to the multiply route, and
+    shift_kernel_name(bias=...) names the route shift_matmul(bias=...) takes."""
+    if "avx512vnni" not in pyqinfer.kernel_paths():
+        pytest.skip("no AVX-512 VNNI")
+    rng = np.random.default_rng(4)
+    s, e = _terms(rng, 1, 256, 128, 0, 6, 0.1)
+    a = _acts(rng, np.uint8, (60, 256), True)
+    w = ops.pack_shift_weights(s, e)
+    big = np.full(128, 2 ** 31 - 1, np.int32)   # bound + |bias| > 2^31 - 1: saturation possible
+    pyqinfer._core.set_shift_hybrid(0, 64)      # a forced split: runs whenever the route applies
+    try:
+        assert ops.shift_kernel_name(a, w, a_zero_point=128, kernel="hybrid").startswith("hybrid_vnni")
+        assert ops.shift_kernel_name(a, w, a_zero_point=128, bias=big, kernel="hybrid").startswith("mul_")
+        for b in (None, big):
+            np.testing.assert_array_equal(ops.shift_matmul(a, w, a_zero_point=128, bias=b, kernel="hybrid"),
+                                          shift_accumulate_int64(a, s, e, a_zero_point=128, bias=b))
+    finally:
+        pyqinfer._core.set_shift_hybrid(0, 0)
+
+
 def test_hybrid_large_against_oracle(run_everywhere):
     """Several row groups per thread, APoT (T=2), a split with many units."""
     rng = np.random.default_rng(11)

@@ -121,10 +121,15 @@ void bind_shift(py::module_& m) {
         py::arg("lo"), py::arg("hi"));
   m.def(
       "shift_gemm_kernel_name",
-      [](const py::array& a, int32_t a_zero_point, const PackedShift& w, int acc_bits, const std::string& kernel) {
-        return shift_gemm_kernel_name(make_args(a, a_zero_point, w, acc_bits, kernel));
+      [](const py::array& a, int32_t a_zero_point, const PackedShift& w, int acc_bits, const std::string& kernel,
+         const py::object& bias) {
+        ShiftArgs g = make_args(a, a_zero_point, w, acc_bits, kernel);
+        py::array bias_arr;  // the bias decides whether saturation is possible (routes that need none)
+        g.bias = int32_vector_or_null(bias, w.N(), &bias_arr, "N");
+        return shift_gemm_kernel_name(g);
       },
       py::arg("a"), py::arg("a_zero_point"), py::arg("packed"), py::arg("acc_bits"), py::arg("kernel"),
+      py::arg("bias") = py::none(),
       "The kernel shift_gemm runs for these arguments on the active path.");
 }
 

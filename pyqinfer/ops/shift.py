@@ -218,12 +218,13 @@ def shift_matmul(a, w, *, a_zero_point=None, bias=None, acc_bits=32, kernel="aut
     return out.reshape(*lead, w.N)
 
 
-def shift_kernel_name(a, w, *, a_zero_point=None, acc_bits=32, kernel="auto"):
+def shift_kernel_name(a, w, *, a_zero_point=None, bias=None, acc_bits=32, kernel="auto"):
     """The kernel :func:`shift_matmul` runs for these arguments on the active path
-    (e.g. ``"shift_avx512bw:int16x3,int32x1,wide64x0"``: lane width per panel)."""
+    (e.g. ``"shift_avx512bw:int16x3,int32x1,wide64x0"``: lane width per panel). Pass the
+    call's ``bias``: routes that need no saturation (the hybrid) depend on it."""
     w = _weights(w, None)
     a2, _, za = _activations(a, a_zero_point, w.K, w.rule)
-    return _core.shift_gemm_kernel_name(a2, za, w._core, _acc_bits(acc_bits), _kernel(kernel))
+    return _core.shift_gemm_kernel_name(a2, za, w._core, _acc_bits(acc_bits), _kernel(kernel), bias_array(bias, w.N))
 
 
 # ------------------------------------------------------------------ convolution

@@ -257,7 +257,7 @@ def packed_cases(draw):
         info = np.iinfo(ACT[dt])
         za = draw(st.sampled_from([0, int(info.min), int(info.max), 3]))
     return dict(rule=rule, dt=dt, T=draw(st.integers(1, 3)), K=draw(st.sampled_from([1, 3, 64, 65, 200, 383, 384, 900])),
-                N=draw(st.sampled_from([1, 5, 64, 65, 130])), M=draw(st.sampled_from([32, 47, 48, 49, 96, 110])),
+                N=draw(st.sampled_from([1, 5, 64, 65, 130])), M=draw(st.sampled_from([32, 47, 48, 49, 56, 96, 110])),
                 elo=elo, ehi=ehi, za=za, acc_bits=draw(st.sampled_from([32, 32, 24, 16])),
                 p_off=draw(st.sampled_from([0.0, 0.3, 0.9])), bias=draw(st.booleans()),
                 extremes=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 32 - 1)))
@@ -335,6 +335,41 @@ def test_packed_kernel_field_edges(run_everywhere, adt):
             assert ops.shift_kernel_name(np.zeros((48, K), np.uint8), w2, kernel="shift") != "shift_packed48_avx512bw"
         finally:
             pyqinfer.set_kernel_path("auto")
+
+
+@pytest.mark.parametrize("M", [49, 52, 56, 57, 101])
+@pytest.mark.parametrize("out", ["int32", "uint8", "int8"])
+def test_packed_kernel_row_tail(run_everywhere, M, out):
+    """The packed route hands a last row block of <= 8 rows (M % 48) to the column kernels:
+    the rows on both sides of the split, int32 and requantized 8-bit outputs (the tail's
+    output offset is in elements of the output type), saturating and not."""
+    rng = np.random.default_rng([M, len(out)])
+    K, N = 150, 70
+    s, e = _terms(rng, 1, K, N, 0, 6, 0.1)
+    a = _acts(rng, np.uint8, (M, K), True)
+    bias = rng.integers(-3000, 3000, N).astype(np.int32)
+    w = ops.pack_shift_weights(s, e)
+    if "avx512bw" in pyqinfer.kernel_paths():
+        pyqinfer.set_kernel_path("avx512bw")
+        try:
+            assert ops.shift_kernel_name(a, w, a_zero_point=100, kernel="shift") == "shift_packed48_avx512bw"
+        finally:
+            pyqinfer.set_kernel_path("auto")
+    for acc_bits in (32, 17):
+        acc = shift_accumulate_int64(a, s, e, a_zero_point=100, bias=bias, acc_bits=acc_bits)
+        if out == "int32":
+            want, kw, dt = acc, {}, np.dtype(np.int32)
+        else:
+            zy = np.uint8(90) if out == "uint8" else np.int8(-7)
+            xs, ws, ys = np.float32(0.02), np.float32(0.01), np.float32(0.9)
+            lo, hi = ref.activation_bounds(None, ys, int(zy), zy.dtype)
+            want = ref.requantize(acc, ref.derive_requant("fp32", xs, ws, ys), int(zy), lo, hi)
+            kw, dt = dict(a_scale=xs, w_scale=ws, y_scale=ys, y_zero_point=zy), zy.dtype
+        assert acc_bits == 32 or (np.abs(acc) == 2 ** 16).any() or (acc == 2 ** 16 - 1).any()  # 17 bits saturate
+        for key, y in run_everywhere(lambda: ops.shift_matmul(a, w, a_zero_point=100, bias=bias, acc_bits=acc_bits,
+                                                              kernel="shift", **kw)).items():
+            assert y.dtype == dt
+            np.testing.assert_array_equal(y, want, err_msg=f"{key} acc_bits={acc_bits}")
 
 
 @pytest.mark.parametrize("adt,za", [("uint8", 7), ("int8", -3), ("int8", 0)])

@@ -22,7 +22,8 @@ runs the files too; ``pyqinfer_domain=True`` adds the ``pyqinfer`` domain
   ``ConvInteger|MatMulInteger -> Cast(float32)``, the int32 bias added to part 0
   in float32, ``Mul`` by the part's float32 factor, ``Add`` in part order (the
   ``_requant_multi`` / ``dequantize_acc`` arithmetic of the layer), then
-  ``Clip`` and ``QuantizeLinear`` with scale 1 for an output quantizer. Each of
+  ``Clip`` and ``QuantizeLinear`` with scale 1 for an output quantizer (without
+  one, a fused ReLU is a float32 ``Relu`` on the sum). Each of
   these float ops is one correctly rounded float32 operation; the float32 bias
   addition is exact because the exporter proves from the quantizer ranges and
   the weights that every accumulator stays below 2^24 in magnitude (else it
@@ -479,7 +480,7 @@ class _Exporter:
             t = self.b.node("Mul", [f, self.b.const(f"{name}_p{j}_factor", fac, np.float32)], f"{name}_p{j}_scale")
             total = t if total is None else self.b.node("Add", [total, t], f"{name}_p{j}_sum")
         if out_q is None:
-            return _Act(total, False, ndim=cur.ndim if conv else 2)
+            return self._fused_relu_float(_Act(total, False, ndim=cur.ndim if conv else 2), layer, name)
         lo = max(out.lo, out.zp) if layer.activation == "relu" else out.lo
         c = self.b.node("Clip", [total, self.b.const(f"{name}_min", np.array(lo - out.zp, np.float32)),
                                  self.b.const(f"{name}_max", np.array(out.hi - out.zp, np.float32))],
@@ -572,7 +573,14 @@ class _Exporter:
         fac = _f32(bias_scale(sx, part.scale)).reshape(-1)
         fac = fac.reshape(()) if fac.size == 1 else fac.reshape([1, -1, 1, 1] if conv else [-1])
         z = self.b.node("Mul", [f, self.b.const(f"{name}_factor", fac, np.float32)], f"{name}_scale")
-        return _Act(z, False, ndim=ndim)
+        return self._fused_relu_float(_Act(z, False, ndim=ndim), layer, name)
+
+    def _fused_relu_float(self, act, layer, name):
+        """A layer without output quantizer returns float32; its fused ReLU (the eval form's
+        ``clamp_min(out, 0)``) is an ONNX ``Relu`` on that float32 output, exact (max with 0)."""
+        if layer.activation != "relu":
+            return act
+        return _Act(self.b.node("Relu", [act.name], f"{name}_relu"), False, ndim=act.ndim)
 
     def integer_acc(self, cur, layer, name, w, wzp, wdt, tag):
         """ConvInteger / MatMulInteger: the int32 accumulator without bias."""

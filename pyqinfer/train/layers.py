@@ -4,7 +4,8 @@
 QLinearConv, docs/semantics.md §6, §10): an input quantizer ``in_quant``, a
 weight quantizer ``weight_quant``, an optional fused ReLU and an output
 quantizer ``out_quant`` (``None``: the int32 accumulator is dequantized,
-ConvInteger/MatMulInteger + bias + DequantizeLinear).
+ConvInteger/MatMulInteger + bias + DequantizeLinear, then the fused ReLU, if any,
+on that float32 output).
 
 * ``model.train()``: the QAT form, fake-quantized floats (``in_quant(x)``,
   ``weight_quant(w)``, float bias, ReLU, ``out_quant(z)``).
@@ -112,7 +113,8 @@ class _QLayer(nn.Module):
     @torch.no_grad()
     def forward_int(self, x_int):
         """Integer input codes (float64) -> integer output codes (float64), or the
-        dequantized float32 accumulator when there is no out_quant."""
+        dequantized float32 accumulator (after the fused ReLU, if any) when there is
+        no out_quant."""
         p = self.integer_params()
         sx, zx = p["x_scale"], p["x_zero_point"]
         accs = []
@@ -125,6 +127,8 @@ class _QLayer(nn.Module):
             out = dequantize_acc(accs[0], sx, p["parts"][0].scale, self.ch_axis_out)
             for acc, part in zip(accs[1:], p["parts"][1:]):
                 out = out + dequantize_acc(acc, sx, part.scale, self.ch_axis_out)
+            if self.activation == "relu":      # the fused ReLU on the float32 output (exact: max with 0)
+                out = torch.clamp_min(out, 0.0)
             self.last_int_output = None
             return out
         if hasattr(self.out_quant, "integer_thresholds"):

@@ -52,12 +52,21 @@ def test_ten_thousand_runs_keep_memory_flat(kind, fmt, tmp_path_factory):
     expect = [m(x) for x in xs]
     for k in range(1000):           # warm-up: allocator pools, per-shape caches, thread pool
         m(xs[k % len(xs)])
+    # Two halves: a leak grows RSS in both, linearly; a one-time growth (a pool worker that
+    # first takes a task with a large thread-local buffer late, which depends on the
+    # scheduling under load: once 1.34 MB in a full-suite run) shows in one half only.
+    # Each half allows half the bound, so the sensitivity stays ~100 bytes per run.
     r0, o0 = rss(), n_objects()
-    for k in range(RUNS):
-        y = m(xs[k % len(xs)])
+    growth = []
+    for half in range(2):
+        ra = rss()
+        for k in range(half * RUNS // 2, (half + 1) * RUNS // 2):
+            y = m(xs[k % len(xs)])
+        growth.append(rss() - ra)
     r1, o1 = rss(), n_objects()
     assert np.array_equal(y, expect[(RUNS - 1) % len(xs)])
-    assert r1 - r0 < RSS_BOUND, f"resident memory grew by {r1 - r0} bytes over {RUNS} runs"
+    assert min(growth) < RSS_BOUND // 2, f"resident memory grew by {growth} bytes in the two halves of {RUNS} runs"
+    assert r1 - r0 < 8 * RSS_BOUND, f"resident memory grew by {r1 - r0} bytes over {RUNS} runs"
     assert o1 - o0 < 50, f"{o1 - o0} Python objects more after {RUNS} runs"
 
 

@@ -91,5 +91,24 @@ inline const RequantParams* checked_requant(const pybind11::object& requant, Out
   return rq;
 }
 
+// The output array of a call and its epilogue fields in args (out_kind, requant, zp_y,
+// lo, hi, out: the argument structs of the GEMM-like operators share these names);
+// zp_y, lo and hi keep their defaults for int32 output (no requantization).
+template <typename Args>
+pybind11::array output_with_epilogue(Args* args, const std::string& out_dtype,
+                                     const std::vector<pybind11::ssize_t>& shape, int64_t n,
+                                     const pybind11::object& requant, int32_t y_zero_point, int32_t lo, int32_t hi,
+                                     const char* what) {
+  pybind11::array out = make_output(out_dtype, shape, &args->out_kind);
+  args->requant = checked_requant(requant, args->out_kind, n, y_zero_point, lo, hi, what);
+  if (args->requant) {
+    args->zp_y = y_zero_point;
+    args->lo = lo;
+    args->hi = hi;
+  }
+  args->out = out.mutable_data();
+  return out;
+}
+
 }  // namespace pyarr
 }  // namespace pyq

@@ -80,14 +80,7 @@ py::array qconv_py(const py::array& x, int32_t x_zero_point, const PackedConvWei
   const int64_t OC = w.OC();
   py::array bias_arr;
   a.bias = int32_vector_or_null(bias, OC, &bias_arr, "OC");
-  py::array out = make_output(out_dtype, {a.N, OH, OW, OC}, &a.out_kind);
-  a.requant = checked_requant(requant, a.out_kind, OC, y_zero_point, lo, hi, "OC");
-  if (a.requant) {
-    a.zp_y = y_zero_point;
-    a.lo = lo;
-    a.hi = hi;
-  }
-  a.out = out.mutable_data();
+  py::array out = output_with_epilogue(&a, out_dtype, {a.N, OH, OW, OC}, OC, requant, y_zero_point, lo, hi, "OC");
   {
     py::gil_scoped_release release;
     qconv(a);

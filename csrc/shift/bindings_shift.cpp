@@ -83,12 +83,7 @@ py::array shift_gemm_py(const py::array& a, int32_t a_zero_point, const PackedSh
   const int64_t N = w.N();
   py::array bias_arr;
   g.bias = int32_vector_or_null(bias, N, &bias_arr, "N");
-  py::array out = make_output(out_dtype, {g.M, N}, &g.out_kind);
-  g.requant = checked_requant(requant, g.out_kind, N, y_zero_point, lo, hi, "N");
-  g.out = out.mutable_data();
-  g.zp_y = y_zero_point;
-  g.lo = lo;
-  g.hi = hi;
+  py::array out = output_with_epilogue(&g, out_dtype, {g.M, N}, N, requant, y_zero_point, lo, hi, "N");
   {
     py::gil_scoped_release release;
     shift_gemm(g);
@@ -210,12 +205,8 @@ py::array dwshift_conv_py(const py::array& x, int32_t x_zero_point, const DwShif
   a.bias = int32_vector_or_null(bias, w.OC(), &bias_arr, "OC");
   const int64_t OH = dw_output_size(a.H, w.KH(), a.stride_h, a.pad_top, a.pad_bottom, a.dil_h, "H");
   const int64_t OW = dw_output_size(a.W, w.KW(), a.stride_w, a.pad_left, a.pad_right, a.dil_w, "W");
-  py::array out = make_output(out_dtype, {a.N, OH, OW, w.OC()}, &a.out_kind);
-  a.requant = checked_requant(requant, a.out_kind, w.OC(), y_zero_point, lo, hi, "OC");
-  a.zp_y = y_zero_point;
-  a.lo = lo;
-  a.hi = hi;
-  a.out = out.mutable_data();
+  py::array out =
+      output_with_epilogue(&a, out_dtype, {a.N, OH, OW, w.OC()}, w.OC(), requant, y_zero_point, lo, hi, "OC");
   {
     py::gil_scoped_release release;
     dwshift_conv(a);

@@ -3,12 +3,16 @@
 // pyqinfer/ops/shift.py gives the friendlier messages; this layer re-checks sizes.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>  // std::array arguments
 
+#include <array>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "common/py_arrays.h"
+#include "conv/dwconv.h"  // dw_output_size
+#include "shift/dwshift.h"
 #include "shift/shift.h"
 
 namespace py = pybind11;
@@ -18,20 +22,24 @@ namespace {
 
 using namespace pyq::pyarr;  // NOLINT: array predicates
 
-std::shared_ptr<PackedShift> pack_shift(const py::array& signs, const py::array& exponents, const std::string& rule) {
+// signs and exponents: int8, C-contiguous, the same shape of ndim dimensions (layout
+// names them in the message); the rule by name.
+ShiftRule checked_terms(const py::array& signs, const py::array& exponents, int ndim, const char* layout,
+                        const std::string& rule) {
   if (!is_s8(signs) || !is_s8(exponents)) throw std::invalid_argument("signs and exponents must be int8");
-  if (signs.ndim() != 3 || exponents.ndim() != 3) throw std::invalid_argument("signs and exponents must be [T, K, N]");
-  for (int i = 0; i < 3; ++i)
+  if (signs.ndim() != ndim || exponents.ndim() != ndim)
+    throw std::invalid_argument(std::string("signs and exponents must be ") + layout);
+  for (int i = 0; i < ndim; ++i)
     if (signs.shape(i) != exponents.shape(i)) throw std::invalid_argument("signs and exponents differ in shape");
   if (!c_contiguous(signs) || !c_contiguous(exponents))
     throw std::invalid_argument("signs and exponents must be C-contiguous");
-  ShiftRule r;
-  if (rule == "exact")
-    r = ShiftRule::kExact;
-  else if (rule == "deepshift")
-    r = ShiftRule::kDeepShift;
-  else
-    throw std::invalid_argument("rule must be 'exact' or 'deepshift'");
+  if (rule == "exact") return ShiftRule::kExact;
+  if (rule == "deepshift") return ShiftRule::kDeepShift;
+  throw std::invalid_argument("rule must be 'exact' or 'deepshift'");
+}
+
+std::shared_ptr<PackedShift> pack_shift(const py::array& signs, const py::array& exponents, const std::string& rule) {
+  const ShiftRule r = checked_terms(signs, exponents, 3, "[T, K, N]", rule);
   const int T = static_cast<int>(signs.shape(0));
   const int64_t K = signs.shape(1), N = signs.shape(2);
   const auto* s = static_cast<const int8_t*>(signs.data());
@@ -128,37 +136,14 @@ void bind_shift(py::module_& m) {
       "The kernel shift_gemm runs for these arguments on the active path.");
 }
 
-}  // namespace pyq
-
 // ---------------------------------------------------------------- depthwise shift convolution
 // (csrc/shift/dwshift.h, docs/semantics.md 12.4a): group = C, 8-bit NHWC activations, int32 out.
-#include <pybind11/stl.h>  // std::array arguments
 
-#include <array>
-
-#include "conv/dwconv.h"  // dw_output_size
-#include "shift/dwshift.h"
-
-namespace pyq {
 namespace {
 
 std::shared_ptr<DwShiftPacked> pack_dwshift(const py::array& signs, const py::array& exponents, int64_t C,
                                             const std::string& rule) {
-  using namespace pyq::pyarr;  // NOLINT: array predicates
-  if (!is_s8(signs) || !is_s8(exponents)) throw std::invalid_argument("signs and exponents must be int8");
-  if (signs.ndim() != 4 || exponents.ndim() != 4)
-    throw std::invalid_argument("signs and exponents must be [T, OC, KH, KW]");
-  for (int i = 0; i < 4; ++i)
-    if (signs.shape(i) != exponents.shape(i)) throw std::invalid_argument("signs and exponents differ in shape");
-  if (!c_contiguous(signs) || !c_contiguous(exponents))
-    throw std::invalid_argument("signs and exponents must be C-contiguous");
-  ShiftRule r;
-  if (rule == "exact")
-    r = ShiftRule::kExact;
-  else if (rule == "deepshift")
-    r = ShiftRule::kDeepShift;
-  else
-    throw std::invalid_argument("rule must be 'exact' or 'deepshift'");
+  const ShiftRule r = checked_terms(signs, exponents, 4, "[T, OC, KH, KW]", rule);
   const int T = static_cast<int>(signs.shape(0));
   const int64_t OC = signs.shape(1), KH = signs.shape(2), KW = signs.shape(3);
   const auto* s = static_cast<const int8_t*>(signs.data());
@@ -170,7 +155,6 @@ std::shared_ptr<DwShiftPacked> pack_dwshift(const py::array& signs, const py::ar
 DwShiftArgs dwshift_args(const py::array& x, int32_t x_zero_point, const DwShiftPacked& w, int acc_bits,
                          const std::array<int64_t, 4>& pads, const std::array<int64_t, 2>& strides,
                          const std::array<int64_t, 2>& dilations) {
-  using namespace pyq::pyarr;  // NOLINT: array predicates
   if (x.ndim() != 4) throw std::invalid_argument("x must be NHWC [N, H, W, C]");
   if (!is_byte(x)) throw std::invalid_argument("x must be uint8 or int8 (8-bit activations)");
   if (!c_contiguous(x)) throw std::invalid_argument("x must be C-contiguous");
@@ -199,7 +183,6 @@ py::array dwshift_conv_py(const py::array& x, int32_t x_zero_point, const DwShif
                           int acc_bits, const std::array<int64_t, 4>& pads, const std::array<int64_t, 2>& strides,
                           const std::array<int64_t, 2>& dilations, const std::string& out_dtype,
                           const py::object& requant, int32_t y_zero_point, int32_t lo, int32_t hi) {
-  using namespace pyq::pyarr;  // NOLINT: array predicates
   DwShiftArgs a = dwshift_args(x, x_zero_point, w, acc_bits, pads, strides, dilations);
   py::array bias_arr;
   a.bias = int32_vector_or_null(bias, w.OC(), &bias_arr, "OC");

@@ -55,6 +55,13 @@ PackedShift::PackedShift(const int8_t* signs, const int8_t* exponents, int T, in
         if (s != 0) ++hist_[n * kExpBins + e + 31];
       }
   if (!right_shifts_) {  // integer values: the multiply form
+    __int128 span = 0;  // 255 * sum of 2^e per column: counts < 2^31 times 255 * 2^30 fit __int128
+    for (int64_t n = 0; n < N; ++n) {
+      __int128 c = 0;
+      for (int i = 31; i < kExpBins; ++i) c += static_cast<__int128>(hist_[n * kExpBins + i]) * (int64_t{255} << (i - 31));
+      span = std::max(span, c);
+    }
+    packed_span_ = static_cast<int64_t>(std::min<__int128>(span, INT64_MAX));
     wmin_ = INT64_MAX;
     wmax_ = INT64_MIN;
     std::vector<int64_t> seen;
@@ -301,11 +308,6 @@ const ShiftPackedStream& PackedShift::packed_stream() const {
           p->colsum[n] += d[0] * (int64_t{1} << d[1]);
           if (d[0] < 0) p->comp[n] += int64_t{255} << d[1];
         }
-    for (int64_t n = 0; n < N_; ++n) {
-      __int128 span = 0;  // 255 * sum of 2^e over the column's terms (e <= 30: no overflow)
-      for (int i = 31; i < kExpBins; ++i) span += static_cast<__int128>(hist_[n * kExpBins + i]) * (int64_t{255} << (i - 31));
-      p->span = static_cast<int64_t>(std::min<__int128>(std::max<__int128>(p->span, span), INT64_MAX));
-    }
     packed_ = std::move(p);
   }
   return *packed_;
@@ -667,7 +669,7 @@ Prepared prepare(const ShiftArgs& g) {
   // whose table sums fit uint32; measured 1.1-2.0x the chunks of 16 from 32 rows on
   // (1024^3 pot4: 0.46x the multiply kernel against 0.31x).
   if ((path == KernelPath::kAvx512bw || path == KernelPath::kAvx512vnni) && eight && w.decodable() &&
-      g.M >= 32 && (v == 0 || v == 5) && w.packed_stream().span < (int64_t{1} << 32)) {
+      g.M >= 32 && (v == 0 || v == 5) && w.packed_span() < (int64_t{1} << 32)) {
     pr.route = Route::kShiftPacked;
     pr.name = "shift_packed48_avx512bw";
     return pr;

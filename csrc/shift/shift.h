@@ -126,16 +126,13 @@ void shift_chunks_avx512bw(const int16_t* xt, const uint16_t* stream, const int6
 // offset to [0, 255]), 255 - x' (negative terms), and a zero row (the padding). Per column and block, groups of at most
 // kShiftPackedGroup terms of one exponent: [e, nchunks], 4 * nchunks byte offsets
 // (64 * row); then 0xFFFF. colsum[n] = sum_k w[k, n] and comp[n] = 255 * (sum of 2^e
-// over the column's negative terms) turn the table sums into sum_k w * (a - za);
-// span = max over n of 255 * (sum of 2^e over the column's terms), the largest
-// table sum: the kernel's uint32 row sums need span < 2^32.
+// over the column's negative terms) turn the table sums into sum_k w * (a - za).
 constexpr int kShiftPackedMaxK = 383;  // measured best of 255 / 383 / 511 at K = 1024
 constexpr int kShiftPackedLanes = 48;
 constexpr int kShiftPackedGroup = 64;  // 64 * 255 < 2^14: a group's field sums stay in 14 bits
 struct ShiftPackedStream {
   ShiftBuckets b;
   std::vector<int64_t> colsum, comp;
-  int64_t span = 0;
   int64_t kbk = 0;  // k's per block; a block's table has 2 * kbk + 1 rows
 };
 // Columns [n0, n1) of the packed-field kernel (AVX-512BW): xt holds nkb tables of
@@ -217,6 +214,9 @@ class PackedShift {
   const ShiftBuckets& buckets() const;  // built on first use (decodable() only)
   const ShiftBuckets& chunks(int C) const;  // built on first use (decodable(), max_exponent() <= 16)
   const ShiftPackedStream& packed_stream() const;  // built on first use (decodable())
+  // max over n of 255 * (sum of 2^e over the column's active terms): the packed-field
+  // kernel's largest table sum (its uint32 row sums need packed_span() < 2^32).
+  int64_t packed_span() const { return packed_span_; }
   int max_exponent() const;  // of the active terms (-32 when none)
   int64_t row_elems() const { return right_shifts_ ? 3 * kShiftPanel : 2 * kShiftPanel; }
   const int64_t* negcnt() const { return negcnt_.data(); }
@@ -248,6 +248,7 @@ class PackedShift {
   ShiftRule rule_;
   bool right_shifts_ = false;
   int64_t wmin_ = 0, wmax_ = 0;
+  int64_t packed_span_ = INT64_MAX;  // decodable weights only
   int distinct_ = 0;
   std::vector<int8_t> terms_;     // [N][K][T][2]
   mutable std::vector<int16_t> pack16_;   // [panel][K][T][row_elems]
